@@ -75,6 +75,7 @@ class Faults:
     docs: set[str] = field(default_factory=set)  # doc_key()s whose every request gets `mode`
     always: bool = False  # every request gets `mode`
     retry_after: str | None = "1"  # Retry-After header sent with 429 and 503
+    echo_status: int = 401  # status of "echo_auth" answers (whose body repeats the Authorization header)
     hang_seconds: float = 30.0  # "hang": wait this long, then drop the connection
     pairs_per_doc: int = 3
     style: str = "object"  # object {"pairs": [...]} | list [...] | fenced ```json ...``` | trailing (text after)
@@ -106,6 +107,8 @@ class OpenAIServer:
         self._seen: list[Seen] = []
         self._n_extract = 0
         self._per_doc: dict[str, int] = {}
+        self._inflight = 0
+        self.max_inflight = 0  # most chat requests being answered at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -200,6 +203,7 @@ class OpenAIServer:
             self._seen.clear()
             self._n_extract = 0
             self._per_doc.clear()
+            self.max_inflight = 0
 
     # ---------------------------------------------------------------- handlers
     async def _models(self, request: web.Request) -> web.Response:
@@ -212,6 +216,16 @@ class OpenAIServer:
             self._seen.append(s)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self._inflight += 1
+            self.max_inflight = max(self.max_inflight, self._inflight)
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         t = time.monotonic()
         f = self.faults
         auth = request.headers.get("Authorization", "")
@@ -261,9 +275,9 @@ class OpenAIServer:
             seen.status = 500
             return web.json_response({"error": {"message": "internal error", "type": "server_error"}}, status=500)
         if mode == "echo_auth":
-            seen.status = 500
-            return web.json_response({"error": {"message": f"internal error; your credentials: {auth}",
-                                                 "type": "server_error"}}, status=500)
+            seen.status = f.echo_status
+            return web.json_response({"error": {"message": f"bad credentials: {auth}", "type": "auth_error"}},
+                                     status=f.echo_status)
         if mode == "drop":
             seen.status = "drop"
             assert request.transport is not None
