@@ -37,6 +37,7 @@ _SOLUTION = re.compile(r"^\s*(?:#+\s*)?(?:Solution|Answer|Hint and solution)s?\b
 _GUIDED = re.compile(r"^\s*Guided practice\s*[:.]?\s*$", re.I)
 _INSTRUCTIONS = re.compile(r"^\s*#+\s*Instructions\s*$", re.I)
 _EXAMPLE_SOLUTION = re.compile(r"^\s*#+\s*(?:Example|Exemplar|Reference)\s+solution\s*$", re.I)
+_FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -69,8 +70,16 @@ def _sections(lines: list[str]) -> list[_Section]:
     sections: list[_Section] = []
     heading, body = "", []
     i = 0
+    fence = ""
     while i < len(lines):
         line = lines[i]
+        f = _FENCE.match(line)
+        if f and (not fence or f.group(1)[0] == fence[0]):
+            fence = "" if fence else f.group(1)
+        if fence or f:  # inside a code block: '#' lines are comments, not headings
+            body.append(line)
+            i += 1
+            continue
         m = _MD_HEADING.match(line)
         is_rst = (i + 1 < len(lines) and line.strip() and not _RST_UNDERLINE.match(line)
                   and _RST_UNDERLINE.match(lines[i + 1]) and len(lines[i + 1].strip()) >= min(len(line.strip()), 3))
