@@ -8,6 +8,7 @@ Import them from ``tests/conftest.py``::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +16,7 @@ import pytest
 
 from .openai_server import Faults, OpenAIServer
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("EQUAL_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 CORPUS = SHARED_DATA / "corpus.jsonl"
 
 

@@ -211,6 +211,12 @@ def parse_pairs(content: str) -> list[Any] | None:
             continue
         items = _unwrap(value)
         if items is not None:
+            try:
+                json.loads(cand)
+            except ValueError:  # found inside other text: maybe one object of a list that was cut off
+                salvaged = _salvage(cand) or []
+                if len(salvaged) > len(items):
+                    return salvaged
             return items
     return _salvage(text)
 
@@ -277,9 +283,6 @@ def validate_pairs(items: list[Any], document: str, cfg: ExtractConfig) -> Valid
             continue
         if len(a) < cfg.min_answer_chars:
             out.rejections["answer_too_short"] += 1
-            continue
-        if len(q) > cfg.max_answer_chars:
-            out.rejections["question_too_long"] += 1
             continue
         nq = _norm(q)
         if ndoc and (ndoc in nq or (len(nq) >= 0.8 * len(ndoc) and nq in ndoc)):
@@ -502,7 +505,7 @@ class OpenAIExtractor:
         if pp is not None or pc is not None:
             prompt = g("prompt_tokens") + g("refine_prompt_tokens")
             completion = g("completion_tokens") + g("refine_completion_tokens")
-            out["estimated_cost"] = round(prompt * (pp or 0.0) / 1e6 + completion * (pc or 0.0) / 1e6, 6)
+            out["estimated_cost"] = prompt * (pp or 0.0) / 1e6 + completion * (pc or 0.0) / 1e6
         return out
 
     def extract(self, docs: list[Document]) -> list[Extraction]:
