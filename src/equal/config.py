@@ -50,6 +50,8 @@ class EmbedConfig:
     max_seq_length: int | None = _f(256, "Token limit per text when embedding (None: the model's own).")
     chunk_docs: int = _f(2048, "Documents embedded per checkpointed chunk of the memory-mapped embedding file.")
     device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
+    cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model "
+                     "(in <cache root>/embeddings, the cache root being extract.cache_dir or its default).")
 
 
 @dataclass
@@ -230,7 +232,7 @@ class Config:
 
 # Fields that do not change what a run produces (resume may differ in these).
 NON_RESULT_FIELDS = {
-    "out", "embed.batch_size", "embed.device", "extract.cache_dir", "extract.cache",
+    "out", "embed.batch_size", "embed.device", "embed.cache", "extract.cache_dir", "extract.cache",
     "extract.llm.concurrency", "extract.llm.timeout", "extract.llm.max_attempts", "extract.llm.backoff_base",
     "extract.llm.backoff_max", "extract.llm.circuit_breaker_seconds", "extract.llm.requests_per_minute",
     "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",

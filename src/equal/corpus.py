@@ -434,6 +434,16 @@ class Corpus:
         return msg
 
     # ------------------------------------------------------------ index
+    def content_key(self) -> str:
+        """A short hash of the source's fingerprint, the reading options and the valid positions.
+
+        Two Corpus objects with the same key hold the same documents in the same
+        order, so caches keyed by it (the corpus embedding cache) can be shared.
+        """
+        h = hashlib.sha1(json.dumps(self._index_key(), sort_keys=True).encode())
+        h.update(np.ascontiguousarray(self.positions, dtype=np.int64).tobytes())
+        return h.hexdigest()[:20]
+
     def _index_key(self) -> dict[str, Any]:
         o = self.options
         key = {"version": _INDEX_VERSION, "format": self.format, "source": self._source.fingerprint(),

@@ -16,6 +16,8 @@ work) records their committed sizes, and a resumed run cuts them back to it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -294,8 +296,7 @@ class Pipeline:
         del vectors
         with self._timed("bandit"):
             policy = self._bandit(clustering, warm)
-        with self._timed("finalize"):
-            summary = self._finalize(clustering, policy, reference)
+        summary = self._finalize(clustering, policy, reference)
         return RunResult(self.out, summary, resumed=resumed)
 
     # ------------------------------------------------------------ stages
@@ -372,9 +373,30 @@ class Pipeline:
     def _corpus_texts(self, start: int, stop: int) -> list[str]:
         return [d.text for d in self.corpus.get(range(start, stop))]
 
+    def _embed_cache_file(self, key: dict) -> Path | None:
+        """Where a finished corpus embedding for ``key`` is shared between runs (None: sharing is off)."""
+        if not self.cfg.embed.cache:
+            return None
+        from .extract.cache import default_cache_dir
+
+        root = Path(self.cfg.extract.cache_dir) if self.cfg.extract.cache_dir else default_cache_dir()
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return root / "embeddings" / f"{digest}.npy"
+
     def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
         path = self.state_dir / name
-        key = {"model": embedder.fingerprint(), "n": len(self.corpus), "chunk": self.cfg.embed.chunk_docs}
+        key = {"model": embedder.fingerprint(), "corpus": self.corpus.content_key(), "n": len(self.corpus),
+               "chunk": self.cfg.embed.chunk_docs}
+        shared = self._embed_cache_file(key) if embedder is self.embedder else None
+        if shared is not None and shared.exists() and not is_complete(path):
+            # another run on this corpus with this model embedded it already: take its file
+            try:
+                _link_or_copy(shared, path)
+                atomic_write_json(path.with_name(path.name + ".progress.json"),
+                                  {"key": key, "shape": [len(self.corpus), embedder.dim], "rows": len(self.corpus)})
+                self.say(f"corpus embeddings reused from {shared}")
+            except OSError:
+                pass
 
         def encode(texts):
             self._check_stop()
@@ -382,9 +404,15 @@ class Pipeline:
             _hook("embed_chunk")
             return out
 
-        return embed_to_memmap(path, len(self.corpus), embedder.dim, self._corpus_texts, encode,
-                               chunk=self.cfg.embed.chunk_docs, label="embedding corpus",
-                               progress=self.progress, key=key)
+        vectors = embed_to_memmap(path, len(self.corpus), embedder.dim, self._corpus_texts, encode,
+                                  chunk=self.cfg.embed.chunk_docs, label="embedding corpus",
+                                  progress=self.progress, key=key)
+        if shared is not None and not shared.exists():
+            try:
+                _link_or_copy(path, shared)
+            except OSError as e:  # a cache we cannot write is not a reason to stop
+                log.warning("could not share corpus embeddings in %s: %s", shared, e)
+        return vectors
 
     def _embed_and_align(self, warm: dict[str, np.ndarray]) -> np.ndarray:
         cfg, mode = self.cfg, self.cfg.align.mode
@@ -556,6 +584,7 @@ class Pipeline:
         return " ".join(parts)
 
     def _finalize(self, clustering: Clustering, policy: UCB, reference) -> dict[str, Any]:
+        t0 = time.perf_counter()
         dim = self.embedder.dim
         vecs = np.concatenate([
             np.fromfile(self.journals["warmup_vec"].path, dtype=np.float32).reshape(-1, dim),
@@ -564,6 +593,8 @@ class Pipeline:
         final_ot = self.scorer.distance(vecs) if len(vecs) else None
         bandit = self.ck.get("bandit", {})
         ex_stats = self.extractor.stats()
+        seconds = self.ck.setdefault("stage_seconds", {})
+        seconds["finalize"] = seconds.get("finalize", 0.0) + time.perf_counter() - t0
         summary = {
             "equal_version": __version__,
             "docs_total": self.plan.n_docs,
@@ -592,6 +623,20 @@ class Pipeline:
         atomic_write_json(self.out / "summary.json", summary)
         self._mark("finalize")
         return summary
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Place ``src`` at ``dst`` atomically: a hard link where possible, else a copy."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _dataset_record(rec: dict[str, Any]) -> dict[str, Any]:
