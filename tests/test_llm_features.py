@@ -295,15 +295,18 @@ def test_response_format_setting(openai_server, llm_config, docs, mode, sent):
     assert {s.response_format for s in openai_server.seen} == {sent}
 
 
-def test_json_schema_falls_back_for_llama_cpp_python(openai_server, llm_config, docs):
-    openai_server.faults.reject_json_schema = True  # 422, as llama-cpp-python answers type json_schema
+@pytest.mark.parametrize("status", [500, 422, 400])
+def test_json_schema_falls_back_for_llama_cpp_python(openai_server, llm_config, docs, status):
+    openai_server.faults.reject_json_schema = status  # llama-cpp-python: 500 with a validation error
     llm_config.llm.concurrency = 4
     with OpenAIExtractor(llm_config) as ex:
         results = ex.extract(docs[:10])
         st = ex.stats()
     assert all(r.status == "ok" for r in results)
     assert st["response_format"] == "json_object+schema"
-    assert 1 <= openai_server.count(status=422) <= 4  # only the first wave, before the switch
+    assert 1 <= openai_server.count(status=status) <= 4  # only the first wave, before the switch
+    assert st["response_format_rejections"] == openai_server.count(status=status)
+    assert st["calls"] == openai_server.count() and st["retries"] == 0
     assert openai_server.count(status=200) == 10
     assert st["errors"] == {} and st["failures"] == {}
 

@@ -79,7 +79,7 @@ class Faults:
     hang_seconds: float = 30.0  # "hang": wait this long, then drop the connection
     pairs_per_doc: int = 3
     style: str = "object"  # object {"pairs": [...]} | list [...] | fenced ```json ...``` | trailing (text after)
-    reject_json_schema: bool = False  # 422 for response_format type json_schema (like llama-cpp-python)
+    reject_json_schema: int = 0  # answer response_format type json_schema with this status (llama-cpp-python: 500)
     refine_drop: int = 0  # refine answers leave out the last N pairs shown
     model: str = "test-model"
 
@@ -263,9 +263,11 @@ class OpenAIServer:
             await asyncio.sleep(f.latency)
 
         if f.reject_json_schema and rf == "json_schema":
-            seen.status = 422
-            return web.json_response({"detail": [{"type": "literal_error", "loc": ["body", "response_format", "type"],
-                                                  "msg": "Input should be 'text' or 'json_object'"}]}, status=422)
+            seen.status = f.reject_json_schema
+            msg = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                   "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}")
+            return web.json_response({"error": {"message": msg, "type": "internal_server_error"}},
+                                     status=f.reject_json_schema)
         if mode in ("429", "503"):
             seen.status = int(mode)
             headers = {"Retry-After": f.retry_after} if f.retry_after is not None else {}

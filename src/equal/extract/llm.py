@@ -496,7 +496,7 @@ class OpenAIExtractor:
             "refine_calls": g("refine_calls"), "refine_prompt_tokens": g("refine_prompt_tokens"),
             "refine_completion_tokens": g("refine_completion_tokens"), "refine_cache_hits": g("refine_cache_hits"),
             "refine_dropped": g("refine_dropped"), "refine_failures": dict(self._refine_failures),
-            "response_format": self._dialect,
+            "response_format": self._dialect, "response_format_rejections": g("response_format_rejections"),
             "rate_limit_wait_seconds": round(c.get("rate_limit_wait_seconds", 0.0), 3),
             "backoff_seconds": round(c.get("backoff_seconds", 0.0), 3),
             "wall_seconds": round(self._wall, 3),
@@ -794,6 +794,7 @@ class OpenAIExtractor:
                 self._counts["retries"] += 1
             out = await self._request(prompt, est_tokens, kind, doc_stats)
             if out.fallback:
+                self._counts["response_format_rejections"] += 1
                 attempts -= 1  # the dialect switch costs no attempt (it happens once per extractor)
                 continue
             if out.reason:
@@ -852,6 +853,7 @@ class OpenAIExtractor:
 
     async def _request(self, prompt: str, est_tokens: int, kind: str, doc_stats: Counter) -> _Outcome:
         import openai
+        from openai.types.chat import ChatCompletion
 
         assert self._sem is not None
         prefix = "" if kind == "extract" else "refine_"
@@ -862,21 +864,22 @@ class OpenAIExtractor:
             if self._tpm is not None:
                 self._counts["rate_limit_wait_seconds"] += await self._tpm.acquire(est_tokens)
             await self._wait_pause()
-            kwargs: dict[str, Any] = {
+            body: dict[str, Any] = {
                 "model": self.llm.model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": self.llm.temperature, "max_tokens": self.llm.max_tokens,
             }
             rf = self._response_format()
             if rf is not None:
-                kwargs["response_format"] = rf
-            if self.llm.extra_body:
-                kwargs["extra_body"] = dict(self.llm.extra_body)
+                body["response_format"] = rf
+            body.update(self.llm.extra_body)  # passed through unchanged, as extra_body would be
             dialect = self._dialect
             self._counts[f"{prefix}calls"] += 1
             doc_stats[f"{prefix}calls"] += 1
             try:
                 async with asyncio.timeout(self.llm.timeout + 1.0):
-                    resp = await self._client.chat.completions.create(**kwargs)
+                    # The client's documented request method for a body sent as is: the same POST that
+                    # chat.completions.create() makes, without re-walking the JSON schema for every request.
+                    resp = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
             except (openai.APITimeoutError, TimeoutError):
                 return self._failed("timeout", True)
             except openai.APIConnectionError:
@@ -884,13 +887,14 @@ class OpenAIExtractor:
             except openai.APIStatusError as e:
                 code = int(e.status_code)
                 body = self._redact(str(e.body if e.body is not None else e.message))
-                if (code in (400, 422) and dialect == "json_schema" and self._dialect == "json_schema"
-                        and ("response_format" in body or "json_schema" in body)):
+                # llama-cpp-python answers type json_schema with a 500 validation error, others with 400/422
+                if (code in (400, 422, 500) and dialect == "json_schema" and self._dialect == "json_schema"
+                        and "response_format" in body and "json_schema" in body):
                     self._dialect = "json_object+schema"
                     log.warning("the endpoint rejected response_format json_schema; sending "
                                 "{'type': 'json_object', 'schema': ...} instead")
                     return _Outcome(fallback=True)
-                if code in (400, 422) and dialect != self._dialect:
+                if code in (400, 422, 500) and dialect != self._dialect:
                     return _Outcome(fallback=True)  # sent before another task switched dialect
                 retryable = code in _RETRYABLE_STATUS or code >= 500
                 retry_after = _retry_after(getattr(e.response, "headers", None))
