@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--restart", action="store_true", help="Discard what is in --out and start over.")
     p_run.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
 
+    p_rep = sub.add_parser("report", help="(Re)write report.md and its PNG plots for a run folder.")
+    p_rep.add_argument("run_dir", help="A run folder (the --out of `equal run`).")
+
     p_cfg = sub.add_parser("config", help="Print the effective config (defaults, YAML file and flags merged).")
     _add_run_flags(p_cfg, required=False)
     p_cfg.add_argument("--show", action="store_true", help="Print the effective config as commented YAML (default).")
@@ -88,6 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "report":
+        from .report import write_report
+
+        if not (Path(args.run_dir) / "summary.json").exists():
+            print(f"equal: error: {args.run_dir} holds no finished run (no summary.json)", file=sys.stderr)
+            return 2
+        print(write_report(args.run_dir))
+        return 0
     try:
         cfg = _load_config(args)
         if args.command == "config":
@@ -113,7 +124,7 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         print(f"equal: error: missing {' and '.join('--' + m for m in missing)} (or set it in --config)", file=sys.stderr)
         return 2
     try:
-        result = run(cfg, progress=not args.quiet, restart=args.restart)
+        result = run(cfg, progress=not args.quiet, restart=args.restart, messages=True)
     except Interrupted as e:
         print(f"equal: interrupted (signal {e.signum}); progress is saved. Resume with the same command.",
               file=sys.stderr)
@@ -131,6 +142,8 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     out = Path(cfg.out)
     print(f"dataset: {out / 'dataset.jsonl'} ({s['pairs']} pairs from {s['docs_extracted']} of {s['docs_total']} documents)")
     print(f"rounds:  {out / 'rounds.jsonl'} ({s['rounds']} rounds)")
+    if (out / "report.md").exists():
+        print(f"report:  {out / 'report.md'}")
     print(f"summary: {out / 'summary.json'} (final OT distance to the reference: "
           f"{s['final_ot']:.4f})" if s["final_ot"] is not None else f"summary: {out / 'summary.json'}")
     return 0

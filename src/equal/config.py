@@ -140,6 +140,7 @@ class ExtractConfig:
 
     name: Literal["heuristic", "openai"] = _f("heuristic", "heuristic (no LLM) or openai (any OpenAI-compatible endpoint).")
     max_pairs_per_doc: int = _f(8, "At most this many pairs are kept per document.")
+    batch_docs: int = _f(64, "Warm-up documents extracted (concurrently) per checkpointed batch.")
     min_question_chars: int = _f(8, "Shorter questions are rejected.")
     min_answer_chars: int = _f(2, "Shorter answers are rejected.")
     max_answer_chars: int = _f(4000, "Longer answers are truncated at a paragraph boundary.")
@@ -158,6 +159,7 @@ class Config:
     budget: float = _f(0.1, "Extraction budget: a fraction of the corpus (<= 1) or a number of documents (> 1). "
                        "Counts every extraction, the warm-up's included.")
     seed: int = _f(0, "Seed for sampling, k-means and the bandit.")
+    report: bool = _f(True, "Write report.md with PNG plots (budget, rewards per cluster, OT over rounds) at the end.")
     corpus_options: CorpusConfig = field(default_factory=CorpusConfig, metadata={"help": "Corpus reading."})
     embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "Embedder."})
     align: AlignConfig = field(default_factory=AlignConfig, metadata={"help": "Warm-up and alignment."})
@@ -232,7 +234,7 @@ class Config:
 
 # Fields that do not change what a run produces (resume may differ in these).
 NON_RESULT_FIELDS = {
-    "out", "embed.batch_size", "embed.device", "embed.cache", "extract.cache_dir", "extract.cache",
+    "out", "report", "embed.batch_size", "embed.device", "embed.cache", "extract.cache_dir", "extract.cache",
     "extract.llm.concurrency", "extract.llm.timeout", "extract.llm.max_attempts", "extract.llm.backoff_base",
     "extract.llm.backoff_max", "extract.llm.circuit_breaker_seconds", "extract.llm.requests_per_minute",
     "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",

@@ -128,12 +128,11 @@ class Pipeline:
     complete unit (embedding chunk, warm-up batch, bandit round).
     """
 
-    WARMUP_BATCH = 64
-
     def __init__(self, cfg: Config, progress: bool = True, restart: bool = False,
-                 extractor: Extractor | None = None) -> None:
+                 extractor: Extractor | None = None, messages: bool | None = None) -> None:
         self.cfg = cfg
         self.progress = progress
+        self.messages = progress if messages is None else messages
         self.restart = restart
         self._extractor = extractor
         self.out = Path(cfg.out)
@@ -145,7 +144,7 @@ class Pipeline:
     def say(self, msg: str) -> None:
         self.notices.append(msg)
         log.info(msg)
-        if self.progress:
+        if self.messages:
             print(msg, file=sys.stderr, flush=True)
 
     def _check_stop(self) -> None:
@@ -345,9 +344,9 @@ class Pipeline:
             with bar("warm-up extraction", total=len(idx), enabled=self.progress,
                      postfix=self._extract_postfix) as tick:
                 tick(done)
-                for s in range(done, len(idx), self.WARMUP_BATCH):
+                for s in range(done, len(idx), self.cfg.extract.batch_docs):
                     self._check_stop()
-                    batch = idx[s: s + self.WARMUP_BATCH]
+                    batch = idx[s: s + self.cfg.extract.batch_docs]
                     docs = self.corpus.get(batch)
                     results = self._extract(docs)
                     recs, texts = [], []
@@ -621,6 +620,13 @@ class Pipeline:
             "config": self.cfg.to_dict(),
         }
         atomic_write_json(self.out / "summary.json", summary)
+        if self.cfg.report:
+            try:
+                from .report import write_report
+
+                write_report(self.out)
+            except Exception as e:  # a plot that fails must not cost the run
+                log.warning("could not write the report: %s", e)
         self._mark("finalize")
         return summary
 
@@ -651,6 +657,11 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def run(cfg: Config, progress: bool = True, restart: bool = False, extractor: Extractor | None = None) -> RunResult:
-    """Run EQUAL end to end into ``cfg.out`` (resuming what is there). See :class:`Pipeline`."""
-    return Pipeline(cfg, progress=progress, restart=restart, extractor=extractor).run()
+def run(cfg: Config, progress: bool = True, restart: bool = False, extractor: Extractor | None = None,
+        messages: bool | None = None) -> RunResult:
+    """Run EQUAL end to end into ``cfg.out`` (resuming what is there). See :class:`Pipeline`.
+
+    ``progress`` shows progress bars; ``messages`` (default: same as ``progress``)
+    prints status lines (resuming, finished) to stderr.
+    """
+    return Pipeline(cfg, progress=progress, restart=restart, extractor=extractor, messages=messages).run()
