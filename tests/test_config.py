@@ -86,3 +86,12 @@ def test_bad_config_on_the_command_line_exits_2_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "equal.cli", "config", "--config", str(p)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "cluster.k: expected an integer" in r.stderr
+
+
+def test_config_reference_doc_is_in_sync():
+    from pathlib import Path
+
+    from equal.docs import config_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text() == config_markdown(), "run: python -m equal.docs > docs/config.md"
