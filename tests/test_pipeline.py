@@ -130,3 +130,26 @@ def test_fatal_input_errors_fail_fast(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_bad_records_are_counted_in_the_summary(tmp_path, corpus_records):
+    lines = [json.dumps(r) for r in corpus_records[:80]]
+    lines[5:5] = ["{not json", json.dumps({"id": "x1", "text": "   "}), json.dumps({"id": "x2"}),
+                  json.dumps({"id": "x3", "text": 42}), json.dumps(corpus_records[0])]  # last: duplicate id
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "bad-utf8", "text": "caf\xe9 au lait, a valid document"}\n')
+    cfg = small_config(tmp_path, p, budget=20)
+    s = run(cfg, progress=False).summary
+    assert s["skipped"] == {"malformed_json": 1, "empty_text": 1, "missing_text": 1, "non_string_text": 1,
+                            "duplicate_id": 1}
+    assert s["corpus_notes"].get("invalid_utf8") == 1
+    assert s["docs_total"] == 81 and s["docs_extracted"] == 20
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, slice_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = subprocess.run([sys.executable, "-m", "equal.cli", "run", "--corpus", str(slice_path), "--reference",
+                        str(REF_MATH), "--out", str(blocker / "run"), "-q"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "cannot write to the output folder" in r.stderr and "Traceback" not in r.stderr
