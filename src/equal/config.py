@@ -102,6 +102,8 @@ class ScoreConfig:
     method: Literal["emd", "sinkhorn"] = _f("emd", "Exact EMD (POT ot.emd2) or entropic Sinkhorn (ot.sinkhorn2).")
     sinkhorn_reg: float = _f(0.05, "Entropic regularisation for method=sinkhorn.")
     reference_sample: int | None = _f(100, "Reference items used for the reward (sampled with the seed); None: all.")
+    eval_max_pairs: int = _f(20_000, "final_ot uses at most this many dataset pairs (a seeded sample beyond it), "
+                             "so exact EMD stays fast on large runs.")
 
 
 @dataclass

@@ -423,12 +423,10 @@ class Pipeline:
                     self.say("align: fewer than 2 warm-up documents gave pairs; using the base embedder")
                     self.ck["align"] = {"skipped": "too few examples"}
                 else:
-                    doc_rows = {int(d): i for i, d in enumerate(ex.doc_rows)}
                     docs = self.corpus.get(ex.doc_rows)
                     texts = [d.text for d in docs]
                     local = AlignExamples(doc_rows=np.arange(len(docs)), pair_groups=ex.pair_groups)
                     pair_texts = [QAPair(r["question"], r["answer"]).text() for r in warm["records"]]
-                    assert len(doc_rows) == len(docs)
                     self.ck["align"] = train_full(self.embedder.path, texts, pair_texts, local, cfg.align, model_dir,
                                                   cfg.seed, cfg.embed.max_seq_length, self.embedder.device,
                                                   self.progress)
@@ -589,6 +587,9 @@ class Pipeline:
             np.fromfile(self.journals["warmup_vec"].path, dtype=np.float32).reshape(-1, dim),
             np.fromfile(self.journals["bandit_vec"].path, dtype=np.float32).reshape(-1, dim)])
         n_pairs = sum(1 for _ in read_jsonl(self.out / "dataset.jsonl"))
+        cap = self.cfg.score.eval_max_pairs
+        if len(vecs) > cap:
+            vecs = vecs[np.sort(np.random.default_rng([self.cfg.seed, 0xE7A]).choice(len(vecs), cap, replace=False))]
         final_ot = self.scorer.distance(vecs) if len(vecs) else None
         bandit = self.ck.get("bandit", {})
         ex_stats = self.extractor.stats()
