@@ -20,8 +20,10 @@ SHARED_DATA = Path(os.environ.get("EQUAL_SHARED_DATA", Path(__file__).resolve().
 CORPUS = SHARED_DATA / "corpus.jsonl"
 
 
-def read_docs(n: int, skip: int = 0, min_chars: int = 0, max_chars: int | None = None):
-    """The first ``n`` documents of the shared corpus (after ``skip``) as :class:`equal.types.Document`."""
+def read_docs(n: int, skip: int = 0, min_chars: int = 0, max_chars: int | None = None,
+              id_prefixes: tuple[str, ...] = ()):
+    """The first ``n`` documents of the shared corpus (after ``skip``) as :class:`equal.types.Document`,
+    optionally only those whose id starts with one of ``id_prefixes`` (the source, e.g. ``"factbook-"``)."""
     from equal.types import Document
 
     if not CORPUS.is_file():
@@ -32,6 +34,8 @@ def read_docs(n: int, skip: int = 0, min_chars: int = 0, max_chars: int | None =
             rec = json.loads(line)
             text = rec["text"]
             if len(text) < min_chars or (max_chars is not None and len(text) > max_chars):
+                continue
+            if id_prefixes and not rec["id"].startswith(id_prefixes):
                 continue
             if skip:
                 skip -= 1
