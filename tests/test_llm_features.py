@@ -358,3 +358,28 @@ def test_extract_works_inside_a_running_event_loop(openai_server, llm_config, do
 
     results = asyncio.run(caller())
     assert [r.status for r in results] == ["ok", "ok"]
+
+
+def test_unwritable_cache_dir_is_a_config_error(llm_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    llm_config.cache_dir = str(blocker / "cache")
+    with pytest.raises(ConfigError, match="extraction cache"):
+        OpenAIExtractor(llm_config)
+
+
+def test_extract_from_several_threads(openai_server, llm_config, docs):
+    import threading
+
+    out: dict[int, list] = {}
+    with OpenAIExtractor(llm_config) as ex:
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, ex.extract(docs[4 * i: 4 * i + 4])))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        st = ex.stats()
+    assert sorted(out) == [0, 1, 2] and all(r.status == "ok" for i in out for r in out[i])
+    assert [p.doc_id for p in out[2][0].pairs][:1] == [docs[8].id]
+    assert st["docs"] == 12 and st["calls"] == openai_server.count(kind="extract") == 12

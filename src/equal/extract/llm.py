@@ -13,7 +13,12 @@ Per document:
    (``prompts/extract.txt`` or ``llm.prompt_file``; ``{document}`` and
    ``{max_pairs}`` are replaced) which is sent as one user message.
 2. The cache (:mod:`equal.extract.cache`) is asked first; a hit costs no request.
-3. Otherwise the request is sent with the client's own retries turned off:
+3. Otherwise the request is sent (``client.post("/chat/completions", ...)``, the
+   same POST as ``chat.completions.create``, with ``response_format``
+   ``json_schema``, ``json_object`` or none per ``llm.response_format``; a server
+   that rejects ``json_schema`` by naming it, like llama-cpp-python, gets
+   ``{"type": "json_object", "schema": ...}`` from then on), with the client's own
+   retries turned off:
    429, 408, 409, 5xx, timeouts and connection errors are retried up to
    ``llm.max_attempts`` attempts with exponential backoff and jitter, honouring
    ``Retry-After`` (which also pauses every other request). A 200 whose content
@@ -53,6 +58,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -441,7 +447,14 @@ class OpenAIExtractor:
             raise ConfigError("the refine prompt template needs both {document} and {pairs} placeholders")
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
-        self._cache = ExtractionCache(cache_path(cfg.cache_dir)) if cfg.cache else None
+        self._cache: ExtractionCache | None = None
+        if cfg.cache:
+            path = cache_path(cfg.cache_dir)
+            try:
+                self._cache = ExtractionCache(path)
+            except (OSError, sqlite3.Error) as e:
+                raise ConfigError(f"cannot open the extraction cache {path}: {e} "
+                                  "(set extract.cache_dir, or turn the cache off with --no-cache)") from None
         self._counts: Counter = Counter()
         self._failures: Counter = Counter()
         self._errors: Counter = Counter()
@@ -462,6 +475,7 @@ class OpenAIExtractor:
         self._trip: asyncio.Event | None = None
         self._closed = False
         self._start_lock = threading.Lock()
+        self._extract_lock = threading.Lock()  # one batch at a time (callers in several threads queue up)
 
     # ------------------------------------------------------------- protocol
     def __repr__(self) -> str:
@@ -482,6 +496,22 @@ class OpenAIExtractor:
         return fp
 
     def stats(self) -> dict[str, Any]:
+        """Accounting since the extractor was made.
+
+        Documents: ``docs`` (given to extract), ``docs_ok`` / ``docs_empty`` (valid answer, no pair kept) /
+        ``docs_failed`` / ``docs_aborted`` (unfinished when the circuit breaker stopped a batch), ``pairs``,
+        ``cache_hits``, ``duplicate_docs`` (same text twice in a batch: one request), ``truncated_docs``.
+        Requests: ``calls`` (extraction requests sent, every attempt), ``retries`` (attempts after a
+        document's first), ``prompt_tokens`` / ``completion_tokens`` (sums of the responses' ``usage``),
+        ``errors`` (failed attempts by reason), ``failures`` (failed documents by reason),
+        ``truncated_completions`` (finish_reason ``length``), ``missing_usage``,
+        ``response_format`` (the dialect in use) and ``response_format_rejections``.
+        Validation: ``rejections`` (pairs dropped, by reason), ``answers_truncated``.
+        Refinement: ``refine_calls``, ``refine_prompt_tokens``, ``refine_completion_tokens``,
+        ``refine_cache_hits``, ``refine_dropped``, ``refine_failures``.
+        Time: ``wall_seconds`` (inside extract()), ``backoff_seconds`` and ``rate_limit_wait_seconds``
+        (summed over requests). ``estimated_cost`` when a price is set.
+        """
         c = dict(self._counts)
         g = lambda k: c.get(k, 0)  # noqa: E731
         out: dict[str, Any] = {
@@ -514,18 +544,19 @@ class OpenAIExtractor:
         docs = list(docs)
         if not docs:
             return []
-        t0 = time.monotonic()
-        loop = self._ensure_loop()
-        fut = asyncio.run_coroutine_threadsafe(self._extract_all(docs), loop)
-        try:
-            return fut.result()
-        except BaseException:
-            if not fut.done():  # interrupted here (Ctrl-C): stop the batch's requests too
-                fut.cancel()
-                concurrent.futures.wait([fut], timeout=30)
-            raise
-        finally:
-            self._wall += time.monotonic() - t0
+        with self._extract_lock:
+            t0 = time.monotonic()
+            loop = self._ensure_loop()
+            fut = asyncio.run_coroutine_threadsafe(self._extract_all(docs), loop)
+            try:
+                return fut.result()
+            except BaseException:
+                if not fut.done():  # interrupted here (Ctrl-C): stop the batch's requests too
+                    fut.cancel()
+                    concurrent.futures.wait([fut], timeout=30)
+                raise
+            finally:
+                self._wall += time.monotonic() - t0
 
     def close(self) -> None:
         if self._closed:
