@@ -225,3 +225,33 @@ def test_repeat_uses_cache_and_retries_only_failures(openai_server, llm_config, 
     with OpenAIExtractor(llm_config) as ex:
         ex.extract(docs[:2])
     assert openai_server.count(kind="extract") == 2  # cache off: requests again
+
+
+@pytest.mark.parametrize("mode,reason", [("drop", "connection"), ("hang", "timeout"), ("500", "http_500")])
+def test_httpx_transport_reports_the_same_reasons(openai_server, llm_config, docs, monkeypatch, mode, reason):
+    import equal.extract.llm as llm_mod
+
+    monkeypatch.setattr(llm_mod, "USE_AIOHTTP", False)  # the openai client's default httpx transport
+    f = openai_server.faults
+    f.mode, f.per_doc, f.retry_after, f.hang_seconds = mode, 1, None, 20
+    llm_config.llm.timeout = 0.5
+    few = docs[:4]
+    with OpenAIExtractor(llm_config) as ex:
+        results = ex.extract(few)
+        st = check_accounting(few, results, ex, openai_server)
+    assert all(r.status == "ok" for r in results)
+    assert st["errors"] == {reason: 4}
+
+
+def test_httpx_transport_server_down_is_a_connection_error(llm_config, docs, monkeypatch):
+    import equal.extract.llm as llm_mod
+    from servers.openai_server import OpenAIServer
+
+    monkeypatch.setattr(llm_mod, "USE_AIOHTTP", False)
+    s = OpenAIServer().start()
+    llm_config.llm.base_url = s.url
+    s.stop()
+    llm_config.llm.max_attempts = 2
+    with OpenAIExtractor(llm_config) as ex:
+        results = ex.extract(docs[:2])
+    assert [(r.status, r.reason) for r in results] == [("failed", "connection")] * 2

@@ -53,6 +53,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -81,6 +82,8 @@ FORMAT_VERSION = 1
 CONTENT_ATTEMPTS = 2
 #: Characters per token when no tokenizer is configured.
 CHARS_PER_TOKEN = 4
+#: Send requests through aiohttp (openai.DefaultAioHttpClient) where it is installed; else httpx.
+USE_AIOHTTP = True
 
 PAIRS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -349,6 +352,29 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _transport_reason(exc: BaseException) -> str:
+    """``timeout`` or ``connection``, from the error at the root of the chain.
+
+    The aiohttp transport reports a refused or dropped connection as a connect
+    *timeout*; the root cause (an ``aiohttp.ClientConnectionError`` or ``OSError``)
+    tells them apart.
+    """
+    root, seen = exc, 0
+    while seen < 16:
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root, seen = nxt, seen + 1
+    if isinstance(root, TimeoutError):  # asyncio/aiohttp timeouts included (checked before OSError)
+        return "timeout"
+    if isinstance(root, OSError) or any(c.__name__ in ("ClientConnectionError", "ClientPayloadError")
+                                        for c in type(root).__mro__):
+        return "connection"
+    import openai
+
+    return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+
+
 class _Bucket:
     """Token bucket: ``per_minute / 60`` units per second, bursts up to one second's worth.
 
@@ -613,10 +639,18 @@ class OpenAIExtractor:
         return text
 
     def _make_client(self) -> Any:
+        """The AsyncOpenAI client; on aiohttp's transport where aiohttp is installed (measured: 1.0 instead
+        of 1.7 ms of client CPU per request, which decides throughput at high concurrency)."""
         import openai
 
+        kwargs: dict[str, Any] = {}
+        if USE_AIOHTTP and importlib.util.find_spec("aiohttp") is not None and hasattr(openai, "DefaultAioHttpClient"):
+            try:
+                kwargs["http_client"] = openai.DefaultAioHttpClient(timeout=self.llm.timeout)
+            except Exception as e:  # noqa: BLE001 - the default httpx transport does the same job
+                log.debug("aiohttp transport unavailable (%s); using httpx", type(e).__name__)
         return openai.AsyncOpenAI(api_key=self._secret() or "EMPTY", base_url=self.llm.base_url,
-                                  max_retries=0, timeout=self.llm.timeout)
+                                  max_retries=0, timeout=self.llm.timeout, **kwargs)
 
     # ------------------------------------------------------------- documents
     def _load_tokenizer(self) -> Any:
@@ -911,10 +945,10 @@ class OpenAIExtractor:
                     # The client's documented request method for a body sent as is: the same POST that
                     # chat.completions.create() makes, without re-walking the JSON schema for every request.
                     resp = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-            except (openai.APITimeoutError, TimeoutError):
+            except TimeoutError:
                 return self._failed("timeout", True)
-            except openai.APIConnectionError:
-                return self._failed("connection", True)
+            except openai.APIConnectionError as e:  # APITimeoutError included
+                return self._failed(_transport_reason(e), True)
             except openai.APIStatusError as e:
                 code = int(e.status_code)
                 body = self._redact(str(e.body if e.body is not None else e.message))
