@@ -573,7 +573,9 @@ class OpenAIExtractor:
         with self._extract_lock:
             t0 = time.monotonic()
             loop = self._ensure_loop()
-            fut = asyncio.run_coroutine_threadsafe(self._extract_all(docs), loop)
+            # documents are cut, rendered and hashed here, so a tokenizer does not hold up the loop
+            prepared = [self._prepare(d) if d.text.strip() else None for d in docs]
+            fut = asyncio.run_coroutine_threadsafe(self._extract_all(docs, prepared), loop)
             try:
                 return fut.result()
             except BaseException:
@@ -704,7 +706,7 @@ class OpenAIExtractor:
                 "response_format": self.llm.response_format, "extra_body": self.llm.extra_body}
 
     # ------------------------------------------------------------- batch
-    async def _extract_all(self, docs: list[Document]) -> list[Extraction]:
+    async def _extract_all(self, docs: list[Document], prep: list[_Prepared | None]) -> list[Extraction]:
         now = time.monotonic()
         if self._failing_since is not None and self._idle_since is not None:
             self._failing_since += now - self._idle_since  # time outside extract() is not failing time
@@ -717,12 +719,11 @@ class OpenAIExtractor:
         groups: dict[str, list[int]] = {}
         prepared: dict[str, _Prepared] = {}
         try:
-            for i, doc in enumerate(docs):
+            for i, p in enumerate(prep):
                 self._counts["docs"] += 1
-                if not doc.text.strip():
+                if p is None:
                     results[i] = self._finish(Extraction(pairs=[], status="empty", reason="empty_document"))
                     continue
-                p = self._prepare(doc)
                 if p.truncated:
                     self._counts["truncated_docs"] += 1
                 if p.key in groups:
