@@ -383,3 +383,19 @@ def test_extract_from_several_threads(openai_server, llm_config, docs):
     assert sorted(out) == [0, 1, 2] and all(r.status == "ok" for i in out for r in out[i])
     assert [p.doc_id for p in out[2][0].pairs][:1] == [docs[8].id]
     assert st["docs"] == 12 and st["calls"] == openai_server.count(kind="extract") == 12
+
+
+def test_cache_write_failure_keeps_the_extraction(openai_server, llm_config, docs, monkeypatch):
+    import sqlite3
+
+    from equal.extract.cache import ExtractionCache
+
+    def broken_put(self, key, value):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(ExtractionCache, "put", broken_put)
+    with OpenAIExtractor(llm_config) as ex:
+        results = ex.extract(docs[:3])
+        st = ex.stats()
+    assert [r.status for r in results] == ["ok"] * 3
+    assert st["cache_errors"] == 3 and st["failures"] == {}

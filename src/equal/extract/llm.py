@@ -526,7 +526,7 @@ class OpenAIExtractor:
 
         Documents: ``docs`` (given to extract), ``docs_ok`` / ``docs_empty`` (valid answer, no pair kept) /
         ``docs_failed`` / ``docs_aborted`` (unfinished when the circuit breaker stopped a batch), ``pairs``,
-        ``cache_hits``, ``duplicate_docs`` (same text twice in a batch: one request), ``truncated_docs``.
+        ``cache_hits``, ``cache_errors`` (cache reads/writes that failed; the run goes on), ``duplicate_docs`` (same text twice in a batch: one request), ``truncated_docs``.
         Requests: ``calls`` (extraction requests sent, every attempt), ``retries`` (attempts after a
         document's first), ``prompt_tokens`` / ``completion_tokens`` (sums of the responses' ``usage``),
         ``errors`` (failed attempts by reason), ``failures`` (failed documents by reason),
@@ -545,7 +545,7 @@ class OpenAIExtractor:
             "docs_failed": g("docs_failed"), "docs_aborted": g("docs_aborted"), "pairs": g("pairs"),
             "calls": g("calls"), "retries": g("retries"),
             "prompt_tokens": g("prompt_tokens"), "completion_tokens": g("completion_tokens"),
-            "cache_hits": g("cache_hits"), "duplicate_docs": g("duplicate_docs"),
+            "cache_hits": g("cache_hits"), "cache_errors": g("cache_errors"), "duplicate_docs": g("duplicate_docs"),
             "failures": dict(self._failures), "errors": dict(self._errors), "rejections": dict(self._rejections),
             "truncated_docs": g("truncated_docs"), "truncated_completions": g("truncated_completions"),
             "answers_truncated": g("answers_truncated"), "missing_usage": g("missing_usage"),
@@ -789,7 +789,7 @@ class OpenAIExtractor:
         doc_stats["truncated_doc"] = int(p.truncated)
         cached = False
         items: list[Any] | None = None
-        hit = self._cache.get(p.key) if self._cache is not None else None
+        hit = self._cache_get(p.key)
         if hit is not None:
             items = parse_pairs(str(hit.get("content", "")))
             if items is not None:
@@ -807,8 +807,8 @@ class OpenAIExtractor:
         self._rejections.update(v.rejections)
         self._counts["answers_truncated"] += v.answers_truncated
         doc_stats["rejected"] = sum(v.rejections.values())
-        if not cached and self._cache is not None:
-            self._cache.put(p.key, {"content": res.content, "finish_reason": res.finish_reason, "model": res.model,
+        if not cached:
+            self._cache_put(p.key, {"content": res.content, "finish_reason": res.finish_reason, "model": res.model,
                                     "usage": {"prompt_tokens": res.prompt_tokens,
                                               "completion_tokens": res.completion_tokens},
                                     "pairs": [{"question": q, "answer": a} for q, a in v.pairs]})
@@ -819,12 +819,31 @@ class OpenAIExtractor:
         return Extraction(pairs=qa, status="ok" if qa else "empty", reason="" if qa else "no_valid_pairs",
                           cached=cached, stats=dict(doc_stats))
 
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        if self._cache is None:
+            return None
+        try:
+            return self._cache.get(key)
+        except sqlite3.Error as e:  # a cache that cannot be read is a miss, not a failure
+            self._counts["cache_errors"] += 1
+            log.warning("extraction cache read failed: %s", e)
+            return None
+
+    def _cache_put(self, key: str, value: dict[str, Any]) -> None:
+        if self._cache is None:
+            return
+        try:
+            self._cache.put(key, value)
+        except (sqlite3.Error, OSError) as e:  # the extraction stands; it is only not cached
+            self._counts["cache_errors"] += 1
+            log.warning("extraction cache write failed: %s", e)
+
     async def _refine(self, p: _Prepared, pairs: list[tuple[str, str]], doc_stats: Counter) -> list[tuple[str, str]]:
         listing = json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]}, ensure_ascii=False, indent=1)
         key = cache_key(v=FORMAT_VERSION, kind="refine", model=self.llm.model, template=self._refine_template,
                         document=p.text, pairs=listing, **self._params())
         items: list[Any] | None = None
-        hit = self._cache.get(key) if self._cache is not None else None
+        hit = self._cache_get(key)
         if hit is not None:
             items = parse_pairs(str(hit.get("content", "")))
             if items is not None:
@@ -838,10 +857,9 @@ class OpenAIExtractor:
                 self._refine_failures[res.reason] += 1
                 return pairs  # the unrefined pairs stand
             items = res.items
-            if self._cache is not None:
-                self._cache.put(key, {"content": res.content, "finish_reason": res.finish_reason, "model": res.model,
-                                      "usage": {"prompt_tokens": res.prompt_tokens,
-                                                "completion_tokens": res.completion_tokens}})
+            self._cache_put(key, {"content": res.content, "finish_reason": res.finish_reason, "model": res.model,
+                                  "usage": {"prompt_tokens": res.prompt_tokens,
+                                            "completion_tokens": res.completion_tokens}})
         v = validate_pairs(items, p.text, self.cfg)
         self._rejections.update({f"refine_{k}": n for k, n in v.rejections.items()})
         self._counts["refine_dropped"] += max(0, len(pairs) - len(v.pairs))
