@@ -306,6 +306,7 @@ def test_json_schema_falls_back_for_llama_cpp_python(openai_server, llm_config, 
     assert st["response_format"] == "json_object+schema"
     assert 1 <= openai_server.count(status=status) <= 4  # only the first wave, before the switch
     assert st["response_format_rejections"] == openai_server.count(status=status)
+    assert all(r.stats["attempts"] == 1 for r in results)
     assert st["calls"] == openai_server.count() and st["retries"] == 0
     assert openai_server.count(status=200) == 10
     assert st["errors"] == {} and st["failures"] == {}

@@ -880,6 +880,7 @@ class OpenAIExtractor:
             if out.fallback:
                 self._counts["response_format_rejections"] += 1
                 attempts -= 1  # the dialect switch costs no attempt (it happens once per extractor)
+                doc_stats["attempts" if kind == "extract" else "refine_attempts"] -= 1
                 continue
             if out.reason:
                 reason = out.reason
