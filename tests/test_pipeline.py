@@ -153,3 +153,25 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, slice_path):
                         str(REF_MATH), "--out", str(blocker / "run"), "-q"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "cannot write to the output folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_full_alignment_fine_tunes_and_embeds_with_the_tuned_model(tmp_path, slice_path):
+    from equal.embed import Embedder
+
+    small = tmp_path / "small.jsonl"
+    with open(slice_path) as src, open(small, "w") as dst:
+        for _, line in zip(range(150), src):
+            dst.write(line)
+    cfg = small_config(tmp_path, small, budget=60, **{"align.mode": "full", "embed.cache": False})
+    res = run(cfg, progress=False)
+    out = tmp_path / "run"
+    assert (out / "model" / "config.json").exists()
+    align = res.summary["align"]
+    assert align["examples"] > 20 and align["train_loss"] > 0
+    stored = np.load(out / "state" / "doc_vectors.npy")
+    texts = [json.loads(l)["text"] for l in open(small)][:8]
+    tuned = Embedder(str(out / "model"), max_seq_length=128).encode(texts)
+    base = Embedder(max_seq_length=128).encode(texts)
+    assert np.allclose(stored[:8], tuned, atol=1e-4)  # the corpus was embedded with the tuned model
+    assert not np.allclose(tuned, base, atol=1e-3)  # and tuning changed it
+    assert len(bandit_doc_ids(out)) == 30

@@ -151,9 +151,10 @@ def train_full(model_path: str, doc_texts: Sequence[str], pair_texts: Sequence[s
         model.max_seq_length = int(max_seq_length)
     loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
     ckpt = out_dir.parent / (out_dir.name + ".trainer")
+    steps = cfg.epochs * -(-len(anchors) // cfg.batch_size)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(ckpt), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, warmup_ratio=0.1, seed=seed, data_seed=seed,
+        learning_rate=cfg.learning_rate, warmup_steps=max(1, int(0.1 * steps)), seed=seed, data_seed=seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to=[], logging_steps=50,
         disable_tqdm=not progress, dataloader_num_workers=0, use_cpu=(device == "cpu"),
     )
