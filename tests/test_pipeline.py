@@ -80,10 +80,12 @@ def test_same_seed_same_files_and_finished_run_is_left_alone(slice_path, tmp_pat
     run(b, progress=False)
     for name in ("dataset.jsonl", "rounds.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    before = (tmp_path / "a" / "dataset.jsonl").stat().st_mtime_ns
-    again = run(a, progress=False)
+    files = sorted(p for p in (tmp_path / "a").rglob("*") if p.is_file())
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    again = run(a.replace(**{"extract.llm.concurrency": 3}), progress=False)  # an operational change only
     assert again.already_finished
-    assert (tmp_path / "a" / "dataset.jsonl").stat().st_mtime_ns == before
+    assert sorted(p for p in (tmp_path / "a").rglob("*") if p.is_file()) == files
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before  # nothing touched
     c = a.replace(out=str(tmp_path / "c"), seed=1)
     run(c, progress=False)
     assert (tmp_path / "c" / "rounds.jsonl").read_bytes() != (tmp_path / "a" / "rounds.jsonl").read_bytes()

@@ -202,8 +202,8 @@ class Pipeline:
 
             for name in ("dataset.jsonl", "rounds.jsonl", "summary.json", "report.md", "config.yaml"):
                 (self.out / name).unlink(missing_ok=True)
-            shutil.rmtree(self.state_dir, ignore_errors=True)
-            shutil.rmtree(self.out / "model", ignore_errors=True)
+            for folder in (self.state_dir, self.out / "model", self.out / "report"):
+                shutil.rmtree(folder, ignore_errors=True)
             self.state_dir.mkdir(exist_ok=True)
         resumed = ck_path.exists()
         if resumed:
@@ -218,7 +218,8 @@ class Pipeline:
             self.ck = read_json(ck_path)
         else:
             self.ck = {"version": __version__, "done": [], "stage_seconds": {}}
-        atomic_write_text(cfg_path, self.cfg.to_yaml(comments=False))
+        if "finalize" not in self.ck["done"]:  # a finished run folder is left exactly as it is
+            atomic_write_text(cfg_path, self.cfg.to_yaml(comments=False))
         self.journals = {
             "dataset": Journal(self.out / "dataset.jsonl"),
             "rounds": Journal(self.out / "rounds.jsonl"),
