@@ -12,6 +12,19 @@ from ..config import ExtractConfig
 from ..types import Document, Extraction
 
 
+def cut_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a paragraph, sentence or word boundary."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for sep in ("\n\n", "\n", ". ", " "):
+        i = head.rfind(sep)
+        if i > limit // 2:
+            return head[: i + (1 if sep == ". " else 0)].strip()
+    return head.strip()
+
+
 class EndpointDown(RuntimeError):
     """The LLM endpoint has been unreachable for longer than the circuit breaker allows.
 

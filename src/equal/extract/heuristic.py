@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from ..types import Document, Extraction, QAPair
+from .base import cut_text
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _RST_UNDERLINE = re.compile(r"^([=\-~^*+#\"'`:.])\1{2,}\s*$")
@@ -50,19 +51,6 @@ class _Section:
 def _clean(text: str) -> str:
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
-
-
-def _cut(text: str, limit: int) -> str:
-    """Truncate at a paragraph (else sentence, else word) boundary."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    for sep in ("\n\n", "\n", ". ", " "):
-        i = head.rfind(sep)
-        if i > limit // 2:
-            return head[: i + (1 if sep == ". " else 0)].strip()
-    return head.strip()
 
 
 def _sections(lines: list[str]) -> list[_Section]:
@@ -139,7 +127,7 @@ class HeuristicExtractor:
             found = self._heading_section(lines)
         kept, seen = [], set()
         for p in found:
-            q, a = _clean(p.question), _cut(_clean(p.answer), self.max_a)
+            q, a = _clean(p.question), cut_text(_clean(p.answer), self.max_a)
             if len(q) < self.min_q or len(a) < self.min_a or (q, a) in seen:
                 continue
             seen.add((q, a))

@@ -71,7 +71,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..config import ConfigError, ExtractConfig
 from ..types import Document, Extraction, QAPair
-from .base import EndpointDown
+from .base import EndpointDown, cut_text
 from .cache import ExtractionCache, cache_key, cache_path
 
 log = logging.getLogger(__name__)
@@ -240,19 +240,6 @@ def _field(item: dict, keys: tuple[str, ...]) -> Any:
 
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
-
-
-def cut_text(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters at a paragraph, sentence or word boundary."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    for sep in ("\n\n", "\n", ". ", " "):
-        i = head.rfind(sep)
-        if i > limit // 2:
-            return head[: i + (1 if sep == ". " else 0)].strip()
-    return head.strip()
 
 
 @dataclass
