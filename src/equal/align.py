@@ -161,4 +161,7 @@ def train_full(model_path: str, doc_texts: Sequence[str], pair_texts: Sequence[s
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     result = trainer.train()
     model.save(str(out_dir))
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)  # the trainer's scratch folder (nothing is saved there)
     return {"examples": len(anchors), "train_loss": float(result.training_loss), "epochs": cfg.epochs}
