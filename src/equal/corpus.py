@@ -428,7 +428,7 @@ class Corpus:
         counts = ", ".join(f"{k}={v}" for k, v in self.skipped.most_common())
         msg = f"corpus {self.path} holds no usable documents (skipped: {counts})"
         if self._fields_seen is not None and self.skipped.get("missing_text", 0) == max(self.skipped.values()):
-            fields = ", ".join(self._fields_seen[:20]) or "none"
+            fields = ", ".join(_one_line(f) for f in self._fields_seen[:20]) or "none"  # field names may hold newlines
             msg += (f"; records have no '{self.options.text_field}' field (fields seen: {fields}), "
                     f"set corpus_options.text_field")
         return msg
@@ -473,14 +473,10 @@ class Corpus:
         return True
 
     def _save_index(self, index_dir: Path, key: dict[str, Any]) -> None:
-        import io as _io
+        from .io import atomic_save_npy, atomic_write_json
 
-        from .io import atomic_write_bytes, atomic_write_json
-
-        buf = _io.BytesIO()
-        np.save(buf, self.positions)
         try:  # positions first: the metadata, written last, holds their hash
-            atomic_write_bytes(index_dir / "corpus_positions.npy", buf.getvalue())
+            atomic_save_npy(index_dir / "corpus_positions.npy", self.positions)
             atomic_write_json(index_dir / "corpus_index.json",
                               {"key": key, "skipped": dict(self.skipped), "notes": dict(self.notes),
                                "documents": int(len(self.positions)),

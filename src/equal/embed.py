@@ -77,7 +77,7 @@ class Embedder:
         h = hashlib.sha1(f"{self.path}|{self.model.max_seq_length}".encode())
         return h.hexdigest()[:16]
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,

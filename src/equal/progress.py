@@ -5,19 +5,12 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-_ENABLED = True
-
-
-def set_enabled(flag: bool) -> None:
-    global _ENABLED
-    _ENABLED = flag
-
 
 @contextlib.contextmanager
 def bar(description: str, total: int | None, enabled: bool = True,
         postfix: Callable[[], str] | None = None) -> Iterator[Callable[[int], None]]:
     """Yield ``tick(n)``; shows a rich progress bar on stderr when enabled."""
-    if not (enabled and _ENABLED):
+    if not enabled:
         yield lambda n=1: None
         return
     from rich.console import Console

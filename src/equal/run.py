@@ -39,7 +39,8 @@ from .config import Config, ConfigError, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_to_memmap, is_complete, map_rows
 from .extract.base import EndpointDown, Extractor, make_extractor
-from .io import Journal, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
+                 read_jsonl)
 from .policies import UCB
 from .progress import bar
 from .reference import ReferenceError, load_reference
@@ -244,7 +245,6 @@ class Pipeline:
 
     # ------------------------------------------------------------ main
     def run(self) -> RunResult:
-        cfg = self.cfg
         resumed = self._prepare_folder()
         if self._done("finalize") and (self.out / "summary.json").exists():
             self.say(f"run in {self.out} is already finished; nothing to do (use --restart to start over)")
@@ -308,13 +308,7 @@ class Pipeline:
         rng = np.random.default_rng([self.cfg.seed, 0x7EF])
         idx = np.sort(rng.permutation(len(pairs))[:n]) if n and n < len(pairs) else np.arange(len(pairs))
         vecs = self.embedder.encode([pairs[i].text() for i in idx])
-        import io as _io
-
-        buf = _io.BytesIO()
-        np.save(buf, vecs)
-        from .io import atomic_write_bytes
-
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_save_npy(path, vecs)
         return vecs
 
     def _extract(self, docs: list[Document]) -> list[Extraction]:
@@ -447,7 +441,7 @@ class Pipeline:
             doc_vecs = np.asarray(vectors[ex.doc_rows]) if len(ex) else np.zeros((0, vectors.shape[1]), np.float32)
             local = AlignExamples(doc_rows=np.arange(len(ex)), pair_groups=ex.pair_groups)
             W, stats = train_adapter(doc_vecs, warm["vectors"], local, cfg.align, cfg.seed, self.progress)
-            np.save(self.state_dir / "adapter.npy", W)
+            atomic_save_npy(self.state_dir / "adapter.npy", W)
             self.ck["align"] = stats
             map_rows(vectors, aligned_path, apply_adapter(W))
             _hook("align")
@@ -461,9 +455,7 @@ class Pipeline:
             return Clustering(centroids=z["centroids"], labels=z["labels"], inertia=float(z["inertia"]))
         cc = self.cfg.cluster
         c = kmeans(vectors, self.plan.k, cc.niter, self.cfg.seed, cc.max_points_per_centroid, cc.nredo)
-        tmp = self.state_dir / ".clusters.tmp.npz"
-        np.savez(tmp, centroids=c.centroids, labels=c.labels, inertia=np.float64(c.inertia))
-        os.replace(tmp, path)
+        atomic_save_npz(path, centroids=c.centroids, labels=c.labels, inertia=np.float64(c.inertia))
         _hook("cluster")
         self._mark("cluster")
         return c

@@ -73,8 +73,3 @@ class Scorer:
         if len(vectors) == 0:
             return 0.0
         return 1.0 - self.distance(vectors)
-
-    def distance_texts(self, texts: Sequence[str]) -> float:
-        if self.encode is None:
-            raise ValueError("this Scorer has no encoder")
-        return self.distance(self.encode(texts))
