@@ -1,5 +1,26 @@
+"""Shared test settings: where the shared data is, and what a test that needs it does without it.
+
+The shared data (``corpus.jsonl``, ``reference_math.jsonl``, ``reference_code.jsonl``) is looked for in
+``$EQUAL_SHARED_DATA``, else ``../shared/data`` beside the repository. This file is the only place that
+knows that path: tests use ``DATA``, ``CORPUS``, ``REF_MATH``, ``REF_CODE`` from here.
+
+A test that needs the data says so in one of these ways:
+
+* it uses a fixture that reads it (``slice_path``, ``corpus_records``, ``corpus_docs``, or
+  ``servers.fixtures.read_docs``), or calls :func:`require_data` / :func:`read_corpus` itself;
+* it is marked ``@pytest.mark.needs_data`` (a whole module: ``pytestmark = pytest.mark.needs_data``);
+* its body names ``DATA``, ``CORPUS``, ``REF_MATH``, ``REF_CODE`` or ``read_corpus`` directly: such a
+  test is marked ``needs_data`` at collection.
+
+Without the data such a test is skipped, with the path in the reason; every other test runs. When the
+environment variable ``CI`` is set (to anything non-empty), missing data is an error instead, so a CI
+job cannot pass by skipping.
+"""
+
 import json
 import os
+import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -7,25 +28,71 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # caches (extractions, shared corpus embeddings) live in a per-session folder, never in ~/.cache
-import tempfile  # noqa: E402
-
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="equal-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EQUAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("EQUAL_SHARED_DATA") or ROOT.parent / "shared" / "data")
 CORPUS = DATA / "corpus.jsonl"
 REF_MATH = DATA / "reference_math.jsonl"
 REF_CODE = DATA / "reference_code.jsonl"
+DATA_FILES = (CORPUS, REF_MATH, REF_CODE)
+
+# names whose use in a test's body marks the test as needing the shared data
+_DATA_NAMES = frozenset({"DATA", "CORPUS", "REF_MATH", "REF_CODE", "read_corpus"})
+
+
+def in_ci() -> bool:
+    """True when the environment variable CI is set to anything non-empty (missing data is then an error)."""
+    return bool(os.environ.get("CI"))
+
+
+def missing_data(*paths: Path) -> str | None:
+    """Why the shared data (``paths``, default all of it) cannot be used; None when it can."""
+    missing = [p for p in (paths or DATA_FILES) if not Path(p).is_file()]
+    if not missing:
+        return None
+    names = ", ".join(Path(p).name for p in missing)
+    return f"shared test data not found at {DATA} (missing {names}; set EQUAL_SHARED_DATA)"
+
+
+def require_data(*paths: Path) -> None:
+    """Skip the calling test when the shared data is missing; fail it instead when ``CI`` is set."""
+    reason = missing_data(*paths)
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"{reason}; CI is set, so missing test data is an error, not a skip", pytrace=False)
+    pytest.skip(reason)
+
+
+def _names_used(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:  # nested functions, lambdas and comprehensions
+        if isinstance(const, types.CodeType):
+            names |= _names_used(const)
+    return names
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data: needs the shared test data (skipped without it; "
+                                       "an error when CI is set)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if not CORPUS.exists():
-        skip = pytest.mark.skip(reason=f"shared test data not found at {DATA}")
-        for item in items:
-            item.add_marker(skip)
+    for item in items:
+        fn = getattr(item, "function", None)
+        code = getattr(fn, "__code__", None)
+        if code is not None and item.get_closest_marker("needs_data") is None and _names_used(code) & _DATA_NAMES:
+            item.add_marker(pytest.mark.needs_data)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_data") is not None:
+        require_data()
 
 
 def read_corpus(n=None):
+    require_data(CORPUS)
     out = []
     with open(CORPUS, encoding="utf-8") as f:
         for i, line in enumerate(f):
@@ -67,13 +134,23 @@ def small_config(tmp_path, corpus, reference=REF_MATH, **dotted):
     return Config(corpus=str(corpus), reference=str(reference), out=str(tmp_path / "run")).replace(**base)
 
 
+def write_slice(path, n, source=None):
+    """The first ``n`` lines of ``source`` (default: the shared corpus) written to ``path``."""
+    source = Path(source) if source is not None else CORPUS
+    if source == CORPUS:
+        require_data(CORPUS)
+    path = Path(path)
+    with open(source, "rb") as src, open(path, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= n:
+                break
+            dst.write(line)
+    return path
+
+
 @pytest.fixture(scope="session")
 def slice_path(tmp_path_factory):
     """The first 1,500 documents of the shared corpus (its order is a seeded shuffle)."""
-    p = tmp_path_factory.mktemp("data") / "slice.jsonl"
-    with open(CORPUS, "rb") as src, open(p, "wb") as dst:
-        for i, line in enumerate(src):
-            if i >= 1500:
-                break
-            dst.write(line)
-    return p
+    require_data()
+    return write_slice(tmp_path_factory.mktemp("data") / "slice.jsonl", 1500)
+

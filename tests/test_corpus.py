@@ -12,15 +12,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import CORPUS as REAL
+from conftest import require_data
 from equal.config import CorpusConfig
 from equal.corpus import Corpus, CorpusError, content_id, detect_format
 
-REAL = Path("/work/shared/data/corpus.jsonl")
-
 
 def real_records(n: int) -> list[dict]:
-    if not REAL.exists():
-        pytest.skip(f"{REAL} not available")
+    """The first ``n`` records of the shared corpus (the test is skipped without it, an error when CI is set)."""
+    require_data(REAL)
     out = []
     with open(REAL, "rb") as f:
         for line in f:
@@ -429,8 +429,7 @@ def test_generated_ids_and_meta(tmp_path):
 def test_indexing_the_real_corpus_is_fast(tmp_path):
     import time
 
-    if not REAL.exists():
-        pytest.skip(f"{REAL} not available")
+    require_data(REAL)
     t = time.perf_counter()
     c = Corpus(REAL)
     elapsed = time.perf_counter() - t

@@ -5,6 +5,8 @@ import pytest
 from equal.extract.heuristic import HeuristicExtractor
 from equal.types import Document
 
+pytestmark = pytest.mark.needs_data  # every test reads the shared corpus (see conftest.py)
+
 
 def _norm(s):
     return " ".join(s.split())

@@ -16,6 +16,8 @@ from equal.extract.llm import CONTENT_ATTEMPTS, OpenAIExtractor
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401
 from servers.openai_server import doc_key
 
+pytestmark = pytest.mark.needs_data  # every test extracts real documents of the shared corpus
+
 
 @pytest.fixture(scope="module")
 def docs():

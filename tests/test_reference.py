@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REF_CODE, REF_MATH, require_data
 from equal.reference import Reference, ReferenceError, load_reference
 from equal.types import QAPair
 
-DATA = Path("/work/shared/data")
+REAL = {"reference_math.jsonl": REF_MATH, "reference_code.jsonl": REF_CODE}
 
 
 def real(name: str) -> Path:
-    p = DATA / name
-    if not p.exists():
-        pytest.skip(f"{p} not available")
+    """A reference file of the shared data (the test is skipped without it, an error when CI is set)."""
+    p = REAL[name]
+    require_data(p)
     return p
 
 

@@ -8,26 +8,24 @@ Import them from ``tests/conftest.py``::
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from .openai_server import Faults, OpenAIServer
 
-SHARED_DATA = Path(os.environ.get("EQUAL_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-CORPUS = SHARED_DATA / "corpus.jsonl"
-
 
 def read_docs(n: int, skip: int = 0, min_chars: int = 0, max_chars: int | None = None,
               id_prefixes: tuple[str, ...] = ()):
     """The first ``n`` documents of the shared corpus (after ``skip``) as :class:`equal.types.Document`,
-    optionally only those whose id starts with one of ``id_prefixes`` (the source, e.g. ``"factbook-"``)."""
+    optionally only those whose id starts with one of ``id_prefixes`` (the source, e.g. ``"factbook-"``).
+
+    Without the shared corpus the calling test is skipped (an error when ``CI`` is set): see ``tests/conftest.py``,
+    the one place that knows where the data is."""
+    from conftest import CORPUS, require_data
     from equal.types import Document
 
-    if not CORPUS.is_file():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
+    require_data(CORPUS)
     docs = []
     with CORPUS.open(encoding="utf-8") as f:
         for line in f:
