@@ -45,11 +45,15 @@ def test_circuit_breaker_raises_when_server_is_down(llm_config, docs):
     with pytest.raises(EndpointDown) as info:
         ex.extract(docs[:5])
     elapsed = time.monotonic() - t0
-    assert 0.9 < elapsed < 6
+    # not before the breaker's time (a lower bound: load only makes it later) ...
+    assert elapsed >= 0.9, elapsed
     assert "connection" in str(info.value) and "resume" in str(info.value)
     assert info.value.results == [None] * 5
     st = ex.stats()
     assert st["docs_aborted"] == 5 and st["errors"]["connection"] == st["calls"] > 5
+    # ... and long before the attempts run out: 1000 attempts a document, at >= 25 ms of backoff each,
+    # would take >= 25 s; the breaker stopped it after a few attempts per document
+    assert st["calls"] < 5 * 100, st["calls"]
     ex.close()
 
 
@@ -78,23 +82,29 @@ def test_breaker_keeps_finished_work_and_resume_pays_only_for_the_rest(openai_se
 
 def test_breaker_does_not_trip_while_requests_succeed(openai_server, llm_config, docs):
     f = openai_server.faults
-    f.mode, f.docs, f.latency = "500", {doc_key(d.text) for d in docs[:4]}, 0.05
-    llm_config.llm.circuit_breaker_seconds = 0.3
+    # 24 requests of 0.2 s, 2 at a time: the batch lasts >= 2.4 s, past the breaker's 1.5 s, while the longest
+    # stretch without a success is three requests long (the last retries, ~0.7 s): a breaker that did not
+    # restart its clock on success would trip
+    f.mode, f.docs, f.latency = "500", {doc_key(d.text) for d in docs[:4]}, 0.2
+    llm_config.llm.circuit_breaker_seconds = 1.5
     llm_config.llm.max_attempts = 3
     llm_config.llm.concurrency = 2
+    t0 = time.monotonic()
     with OpenAIExtractor(llm_config) as ex:
         results = ex.extract(docs)  # failures are interleaved with successes: no EndpointDown
     assert [r.status for r in results] == ["failed"] * 4 + ["ok"] * 12
+    assert openai_server.count(kind="extract") == 4 * 3 + 12
+    assert time.monotonic() - t0 > llm_config.llm.circuit_breaker_seconds  # (a lower bound)
 
 
 def test_idle_time_between_batches_is_not_failing_time(openai_server, llm_config, docs):
     f = openai_server.faults
     f.mode, f.always, f.retry_after = "503", True, None
-    llm_config.llm.circuit_breaker_seconds = 0.8
+    llm_config.llm.circuit_breaker_seconds = 1.5  # each extract() below fails for ~0.1 s (two quick attempts)
     llm_config.llm.max_attempts = 2
     with OpenAIExtractor(llm_config) as ex:
         assert ex.extract(docs[:1])[0].reason == "http_503"
-        time.sleep(1.0)  # the pipeline works on something else
+        time.sleep(1.7)  # the pipeline works on something else, for longer than the breaker's time
         assert ex.extract(docs[1:2])[0].reason == "http_503"  # one more quick failure does not trip
         llm_config.llm.max_attempts = 1000
         with pytest.raises(EndpointDown):
@@ -107,7 +117,7 @@ def test_api_key_never_in_logs_outputs_or_errors(openai_server, llm_config, docs
     caplog.set_level(logging.DEBUG)  # every logger, the openai client's and httpx's included
     f = openai_server.faults
     f.mode, f.docs = "echo_auth", {doc_key(d.text) for d in docs[:3]}  # 401 whose body repeats the key
-    llm_config.llm.circuit_breaker_seconds = 0.5
+    llm_config.llm.circuit_breaker_seconds = 1.5
     texts = []
     with OpenAIExtractor(llm_config) as ex:
         results = ex.extract(docs[:6])
@@ -129,7 +139,7 @@ def test_api_key_never_in_logs_outputs_or_errors(openai_server, llm_config, docs
 
 # --------------------------------------------------------------------------- rate and concurrency
 def test_concurrency_overlaps_requests(openai_server, llm_config, docs):
-    openai_server.faults.latency = 0.2
+    openai_server.faults.latency = 0.5
     llm_config.llm.concurrency = 8
     llm_config.cache = False
     with OpenAIExtractor(llm_config) as ex:
@@ -139,8 +149,11 @@ def test_concurrency_overlaps_requests(openai_server, llm_config, docs):
         results = ex.extract(docs[:16])
         elapsed = time.monotonic() - t0
     assert all(r.status == "ok" for r in results)
-    assert elapsed < 1.2, f"16 requests of 0.2s at concurrency 8 took {elapsed:.2f}s (serial: 3.2s)"
+    # the server saw 8 requests at once, never more (a count, not a clock)
     assert openai_server.max_inflight == 8
+    assert openai_server.count(kind="extract") == 16
+    # and the batch took about two latencies (1 s), far from serial (8 s): half of serial leaves 3 s for load
+    assert elapsed < 4.0, f"16 requests of 0.5s at concurrency 8 took {elapsed:.2f}s (ideal 1s, serial 8s)"
 
 
 def test_requests_per_minute_cap(openai_server, llm_config):
@@ -153,10 +166,12 @@ def test_requests_per_minute_cap(openai_server, llm_config):
     assert all(r.status == "ok" for r in results)
     times = sorted(s.t for s in openai_server.seen)
     assert len(times) == 30
-    assert times[-1] - times[0] >= 1.8  # (30 - 10 burst) / 10 per second
+    assert times[-1] - times[0] >= 1.8  # (30 - 10 burst) / 10 per second (a lower bound: load only adds)
+    # No window holds more than the bucket allows. Times are arrivals at the server, which a loaded machine
+    # can delay unevenly and so bunch together: 0.3 s of such jitter (3 requests) is allowed for.
     for i in range(len(times)):
         for j in range(i, len(times)):
-            assert j - i + 1 <= 10 + 10 * (times[j] - times[i]) + 1
+            assert j - i + 1 <= 10 + 10 * (times[j] - times[i] + 0.3), (i, j, times[j] - times[i])
     assert st["rate_limit_wait_seconds"] > 0
 
 
@@ -174,11 +189,12 @@ def test_tokens_per_minute_cap(openai_server, llm_config):
     span = seen[-1].t - seen[0].t
     # the bucket holds 1500; each request is charged its estimate and corrected to its usage
     assert span >= (total - 1500 - biggest) / 1500 - 0.1
-    # and no window of the run took tokens much faster than the cap
+    # and no window of the run took tokens much faster than the cap (arrival times at the server: 0.3 s of
+    # jitter from a loaded machine is allowed for, as in the requests-per-minute test)
     for i in range(len(seen)):
         for j in range(i + 1, len(seen)):
             spent = sum(s.prompt_tokens + s.completion_tokens for s in seen[i:j])
-            assert spent <= 1500 + 1500 * (seen[j].t - seen[i].t) + biggest
+            assert spent <= 1500 + 1500 * (seen[j].t - seen[i].t + 0.3) + biggest
 
 
 # --------------------------------------------------------------------------- documents
@@ -379,7 +395,7 @@ def test_extract_from_several_threads(openai_server, llm_config, docs):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(30)
+            t.join(300)
         st = ex.stats()
     assert sorted(out) == [0, 1, 2] and all(r.status == "ok" for i in out for r in out[i])
     assert [p.doc_id for p in out[2][0].pairs][:1] == [docs[8].id]

@@ -66,6 +66,6 @@ def llm_config(openai_server, tmp_path):
     from equal.config import ExtractConfig, LLMConfig
 
     return ExtractConfig(name="openai", cache_dir=str(tmp_path / "cache"), llm=LLMConfig(
-        base_url=openai_server.url, model="test-model", api_key_env="EQUAL_TEST_API_KEY", timeout=5.0,
+        base_url=openai_server.url, model="test-model", api_key_env="EQUAL_TEST_API_KEY", timeout=30.0,
         concurrency=8, max_attempts=4, backoff_base=0.05, backoff_max=0.2, circuit_breaker_seconds=30.0,
         max_tokens=512))

@@ -69,6 +69,7 @@ class Faults:
     """What the server does wrong. Set fields in a test, or replace ``server.faults``."""
 
     latency: float = 0.0  # seconds before every answer
+    ok_latency: float = 0.0  # more seconds before an answer with no fault (a fault is answered without them)
     mode: str = ""  # one of MODES: the fault to inject
     first_n: int = 0  # the first N extraction requests (all documents together) get `mode`
     per_doc: int = 0  # the first N extraction requests of every document get `mode`
@@ -296,6 +297,8 @@ class OpenAIServer:
                 request.transport.close()
             return web.Response(text="")
 
+        if f.ok_latency and not mode:
+            await asyncio.sleep(f.ok_latency)
         if mode == "invalid_json":
             content = INVALID_JSON
         elif mode == "empty":
