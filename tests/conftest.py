@@ -154,3 +154,51 @@ def slice_path(tmp_path_factory):
     require_data()
     return write_slice(tmp_path_factory.mktemp("data") / "slice.jsonl", 1500)
 
+
+# ---------------------------------------------------------------- end-to-end runs through the command line
+# Flags every CLI run of the end-to-end tests shares: a shorter token limit and small checkpointed chunks.
+CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64", "-q"]
+
+
+def equal_cli(*args, env=None, timeout=600, **popen):
+    """Run ``python -m equal.cli ARGS`` in a subprocess (its own session); returns the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "equal.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, start_new_session=True, **popen)
+
+
+def run_args(corpus, out, *extra, reference=REF_MATH, budget="0.1"):
+    """The ``equal run`` arguments of the end-to-end tests (heuristic extractor unless ``extra`` says else)."""
+    return ["run", "--corpus", corpus, "--reference", reference, "--out", out, "--budget", budget, *CLI_FAST, *extra]
+
+
+def corpus_domains(path):
+    """``{id: domain}`` of a slice of the shared corpus (the label the pipeline never reads)."""
+    with open(path, encoding="utf-8") as f:
+        return {rec["id"]: rec["domain"] for rec in map(json.loads, f)}
+
+
+def bandit_ids(run_dir):
+    """Corpus ids the bandit rounds picked, from the run folder's ``rounds.jsonl``."""
+    with open(Path(run_dir) / "rounds.jsonl", encoding="utf-8") as f:
+        return [d for rec in map(json.loads, f) for d in rec["doc_ids"]]
+
+
+@pytest.fixture(scope="session")
+def slice400(tmp_path_factory):
+    """The first 400 documents of the shared corpus."""
+    require_data()
+    return write_slice(tmp_path_factory.mktemp("slice400") / "slice400.jsonl", 400)
+
+
+@pytest.fixture(scope="session")
+def math_cli_run(slice400, tmp_path_factory):
+    """One finished ``equal run`` on ``slice400`` with the math reference, budget 0.1, heuristic extractor:
+    ``(run folder, CompletedProcess)``. Shared read-only: copy the folder before changing it."""
+    out = tmp_path_factory.mktemp("math-cli") / "run"
+    r = equal_cli(*run_args(slice400, out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r

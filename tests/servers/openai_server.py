@@ -14,8 +14,9 @@ words. A refine request (its message holds ``<pairs>...</pairs>``) is answered
 with the pairs it shows, less the last ``Faults.refine_drop``.
 
 Faults (see :class:`Faults`) apply to extraction requests: to the first N
-requests overall, to the first N requests of every document, to every request
-of chosen documents, or to all requests. Every request is recorded
+requests overall, to every request after the first N (an endpoint that dies
+in the middle of a run), to the first N requests of every document, to every
+request of chosen documents, or to all requests. Every request is recorded
 (:class:`Seen`) with its arrival time, the document's key (:func:`doc_key`),
 its status and its Authorization header.
 
@@ -72,6 +73,7 @@ class Faults:
     ok_latency: float = 0.0  # more seconds before an answer with no fault (a fault is answered without them)
     mode: str = ""  # one of MODES: the fault to inject
     first_n: int = 0  # the first N extraction requests (all documents together) get `mode`
+    after_n: int = 0  # every extraction request after the first N (all documents together) gets `mode`; 0: off
     per_doc: int = 0  # the first N extraction requests of every document get `mode`
     docs: set[str] = field(default_factory=set)  # doc_key()s whose every request gets `mode`
     always: bool = False  # every request gets `mode`
@@ -254,7 +256,7 @@ class OpenAIServer:
                 self._n_extract += 1
                 self._per_doc[key] = self._per_doc.get(key, 0) + 1
                 if (f.always or self._n_extract <= f.first_n or self._per_doc[key] <= f.per_doc
-                        or key in f.docs):
+                        or key in f.docs or 0 < f.after_n < self._n_extract):
                     mode = f.mode
             elif f.always:
                 mode = f.mode
