@@ -62,11 +62,30 @@ def test_run_folder_files_and_budget(math_run):
         assert r["pulls"] > last.get(r["cluster"], 0)
         last[r["cluster"]] = r["pulls"]
     assert 0 < s["final_ot"] < 1
-    assert set(s["stage_seconds"]) >= {"warmup", "embed_align", "cluster", "bandit", "finalize"}
+    assert set(s["stage_seconds"]) >= {"embed", "warmup", "align", "cluster", "bandit", "finalize"}
     assert s["config"]["budget"] == 0.2
     # no wall-clock values: only provenance fields (timings live in summary.json)
     allowed = {"question", "answer", "doc_id", "cluster", "round", "extractor", "rule"}
     assert all(set(p) <= allowed for p in dataset)
+
+
+def test_extracted_jsonl_accounts_for_every_call(math_run):
+    cfg, res = math_run
+    s = res.summary
+    ext = list(read_jsonl(f"{cfg.out}/extracted.jsonl"))
+    dataset = list(read_jsonl(f"{cfg.out}/dataset.jsonl"))
+    rounds = list(read_jsonl(f"{cfg.out}/rounds.jsonl"))
+    assert len(ext) == s["docs_extracted"] == len({e["doc_id"] for e in ext})
+    assert sum(e["round"] == 0 for e in ext) == s["docs_warmup"]
+    assert [d for e in ext if e["round"] > 0 for d in [e["doc_id"]]] == [d for r in rounds for d in r["doc_ids"]]
+    for e in ext:
+        assert set(e) == {"doc_id", "round", "n_pairs", "status"}
+        assert e["status"] in {"ok", "empty", "failed"}
+        assert (e["n_pairs"] > 0) == (e["status"] == "ok")
+    per_doc = {}
+    for p in dataset:
+        per_doc[p["doc_id"]] = per_doc.get(p["doc_id"], 0) + 1
+    assert {e["doc_id"]: e["n_pairs"] for e in ext if e["n_pairs"]} == per_doc  # every pair stays in dataset.jsonl
 
 
 def test_same_seed_same_files_and_finished_run_is_left_alone(slice_path, tmp_path):
@@ -170,7 +189,7 @@ def test_full_alignment_fine_tunes_and_embeds_with_the_tuned_model(tmp_path, sli
     assert (out / "model" / "config.json").exists()
     align = res.summary["align"]
     assert align["examples"] > 20 and align["train_loss"] > 0
-    stored = np.load(out / "state" / "doc_vectors.npy")
+    stored = np.load(out / "state" / "doc_vectors_full.npy")
     texts = [json.loads(l)["text"] for l in open(small)][:8]
     tuned = Embedder(str(out / "model"), max_seq_length=128).encode(texts)
     base = Embedder(max_seq_length=128).encode(texts)

@@ -21,12 +21,6 @@ import numpy as np
 from .config import AlignConfig
 
 
-def warmup_indices(n_docs: int, n_warmup: int, seed: int) -> np.ndarray:
-    """A seeded uniform random sample of document indices, in extraction order."""
-    rng = np.random.default_rng([seed, 0xA11])
-    return rng.permutation(n_docs)[: min(n_docs, n_warmup)].astype(np.int64)
-
-
 @dataclass
 class AlignExamples:
     """Training examples: for each document, the indices of its pairs."""

@@ -30,7 +30,7 @@ def _load_config(args: argparse.Namespace) -> Config:
         "corpus": "corpus", "reference": "reference", "out": "out", "budget": "budget", "clusters": "cluster.k",
         "extractor": "extract.name", "embedder": "embed.model", "seed": "seed", "align": "align.mode",
         "llm_base_url": "extract.llm.base_url", "llm_model": "extract.llm.model",
-        "llm_concurrency": "extract.llm.concurrency", "cache_dir": "extract.cache_dir",
+        "llm_concurrency": "extract.llm.concurrency", "cache_dir": "extract.cache_dir", "policy": "policy",
     }
     for attr, key in flag_map.items():
         value = getattr(args, attr, None)
@@ -54,6 +54,7 @@ def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
     s.add_argument("--align", choices=["adapter", "full", "none"], help="Alignment mode (default adapter).")
     s.add_argument("--embedder", help="Sentence-transformers model name or local path (default: shipped all-MiniLM-L6-v2).")
     s.add_argument("--seed", type=int, help="Random seed.")
+    s.add_argument("--policy", help="Selection strategy (default equal); see `equal config --show`.")
     e = p.add_argument_group("extraction")
     e.add_argument("--extractor", choices=["heuristic", "openai"], help="heuristic (no LLM, default) or openai.")
     e.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
@@ -77,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p_run, required=True)
     p_run.add_argument("--restart", action="store_true", help="Discard what is in --out and start over.")
     p_run.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
+
+    p_all = sub.add_parser("extract-all", help="Extract every document once into an extraction table (for replays).",
+                           description="Extract every document of the corpus once (resumable, through the "
+                           "extraction cache) into a table of pairs and their vectors, for `equal compare`.")
+    _add_run_flags(p_all, required=False)
+    p_all.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
+
+    p_cmp = sub.add_parser("compare", help="Replay selection strategies against an extraction table (no LLM calls).",
+                           description="Run every policy at every budget and seed against the same extraction "
+                           "table and write results.csv, results.md and plots into --out.")
+    _add_run_flags(p_cmp, required=False)
+    p_cmp.add_argument("--table", required=True, help="An extraction table folder (from `equal extract-all`).")
+    p_cmp.add_argument("--policies", default="equal,avg-sim,random",
+                       help="Comma-separated strategies (default: equal,avg-sim,random; 'all' for every one).")
+    p_cmp.add_argument("--budgets", default="0.05,0.1", help="Comma-separated budgets (fractions or counts).")
+    p_cmp.add_argument("--seeds", type=int, default=5, help="Seeds 0..N-1 per policy and budget.")
+    p_cmp.add_argument("--label-field", help="A corpus field holding a label (read by compare only, never by "
+                       "selection), for the on-target metric.")
+    p_cmp.add_argument("--target", help="The label value that counts as on target.")
+    p_cmp.add_argument("--eval-size", type=int, default=500,
+                       help="Reference items held out for evaluation (at most half the reference).")
+    p_cmp.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
 
     p_rep = sub.add_parser("report", help="(Re)write report.md and its PNG plots for a run folder.")
     p_rep.add_argument("run_dir", help="A run folder (the --out of `equal run`).")
@@ -106,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _cmd_run(cfg, args)
+        if args.command == "extract-all":
+            return _cmd_extract_all(cfg, args)
+        if args.command == "compare":
+            return _cmd_compare(cfg, args)
     except ConfigError as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
@@ -146,6 +173,53 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         print(f"report:  {out / 'report.md'}")
     print(f"summary: {out / 'summary.json'} (final OT distance to the reference: "
           f"{s['final_ot']:.4f})" if s["final_ot"] is not None else f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
+    from .corpus import CorpusError
+    from .embed import EmbedderError
+    from .experiments.table import TableError, extract_all
+    from .extract.base import EndpointDown
+
+    if not cfg.corpus or not args.out:
+        print("equal: error: extract-all needs --corpus and --out (the table folder)", file=sys.stderr)
+        return 2
+    try:
+        out = extract_all(cfg, args.out, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    except (CorpusError, EmbedderError, TableError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    except EndpointDown as e:
+        print(f"equal: error: {e} — run the same command again to resume", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("equal: interrupted; the table is saved up to its last batch. Resume with the same command.",
+              file=sys.stderr)
+        return 130
+    print(f"table: {out}")
+    return 0
+
+
+def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
+    from .corpus import CorpusError
+    from .experiments.compare import compare
+    from .experiments.table import TableError
+    from .reference import ReferenceError
+
+    missing = [n for n in ("corpus", "reference") if not getattr(cfg, n)]
+    if missing or not args.out:
+        print("equal: error: compare needs --corpus, --reference, --table and --out", file=sys.stderr)
+        return 2
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        out = compare(cfg, args.table, policies, budgets, args.seeds, args.out, label_field=args.label_field,
+                      target=args.target, eval_size=args.eval_size, progress=not args.quiet)
+    except (CorpusError, ReferenceError, TableError, ValueError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    print(f"results: {out / 'results.md'}")
     return 0
 
 

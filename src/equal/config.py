@@ -62,7 +62,11 @@ class AlignConfig:
         "adapter", "adapter: train a linear projection with InfoNCE on frozen embeddings and apply it to the stored "
         "document vectors; full: fine-tune the whole embedder (the paper) and embed the corpus with it; "
         "none: no alignment (the paper's ablation).")
-    warmup_fraction: float = _f(0.5, "Share of the extraction budget spent on the random warm-up sample.")
+    warmup_fraction: float = _f(0.5, "Share of the extraction budget spent on the warm-up sample (0: no warm-up and no "
+                                "alignment).")
+    warmup_sampling: Literal["random", "targeted"] = _f(
+        "random", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
+        "the reference (3x the warm-up size), so the warm-up is spent mostly on target.")
     warmup_max_docs: int = _f(20_000, "Upper bound on warm-up documents.")
     epochs: int = _f(1, "Training epochs (full mode).")
     adapter_steps: int = _f(300, "Optimiser steps for the adapter projection.")
@@ -92,6 +96,21 @@ class BanditConfig:
         "constant", "constant: alpha as given; paper: alpha = 1 / (sum T + 1).")
     clusters_per_round: int | None = _f(None, "Clusters pulled per round; None: k / 25 within [1, 50].")
     docs_per_pull: int = _f(10, "Unseen documents sampled from a cluster per pull.")
+    prior: Literal["none", "similarity"] = _f(
+        "none", "Zero-cost prior per arm: similarity = the mean cosine to the reference of the documents the arm's "
+        "next pull would take, mapped onto the reward scale by a line fitted on the warm-up's arms.")
+    prior_pulls: float = _f(1.0, "Weight of the prior, in pulls.")
+    in_cluster: Literal["random", "similarity"] = _f(
+        "random", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
+    reward: Literal["batch", "marginal"] = _f(
+        "batch", "batch: 1 - OT(new pairs, reference) (the paper); marginal: the drop in OT distance of everything "
+        "selected so far when the new pairs join it, as a per-pair cost on the same scale.")
+    reward_pool: int = _f(1000, "Marginal reward: at most this many selected pairs (a seeded sample) stand for "
+                          "everything selected so far.")
+    cost_aware: bool = _f(False, "Divide each pull's reward by its documents' mean length relative to the corpus "
+                          "mean (reward per token).")
+    epsilon: float = _f(0.1, "epsilon-greedy: chance that a slot goes to a random available cluster.")
+    thompson_sigma: float = _f(0.05, "thompson: reward noise scale of the Gaussian posterior.")
 
 
 @dataclass
@@ -102,6 +121,8 @@ class ScoreConfig:
     method: Literal["emd", "sinkhorn"] = _f("emd", "Exact EMD (POT ot.emd2) or entropic Sinkhorn (ot.sinkhorn2).")
     sinkhorn_reg: float = _f(0.05, "Entropic regularisation for method=sinkhorn.")
     reference_sample: int | None = _f(100, "Reference items used for the reward (sampled with the seed); None: all.")
+    prior_sample: int = _f(1000, "Reference items whose mean direction gives the similarity scores (priors, "
+                           "targeted warm-up, in-cluster order, avg-sim); a fixed sample.")
     eval_max_pairs: int = _f(20_000, "final_ot uses at most this many dataset pairs (a seeded sample beyond it), "
                              "so exact EMD stays fast on large runs.")
 
@@ -161,6 +182,9 @@ class Config:
     budget: float = _f(0.1, "Extraction budget: a fraction of the corpus (<= 1) or a number of documents (> 1). "
                        "Counts every extraction, the warm-up's included.")
     seed: int = _f(0, "Seed for sampling, k-means and the bandit.")
+    policy: str = _f("equal", "Selection strategy: equal (UCB over clusters), equal-no-align, greedy, epsilon-greedy, "
+                     "thompson, uniform-clusters (bandits over clusters), or a document ranking with no warm-up: "
+                     "random, avg-sim, tsds, dsir, full.")
     report: bool = _f(True, "Write report.md with PNG plots (budget, rewards per cluster, OT over rounds) at the end.")
     corpus_options: CorpusConfig = field(default_factory=CorpusConfig, metadata={"help": "Corpus reading."})
     embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "Embedder."})
@@ -230,6 +254,14 @@ class Config:
             raise ConfigError("score.reference_sample must be >= 1 or null")
         if self.extract.llm.concurrency < 1:
             raise ConfigError("extract.llm.concurrency must be >= 1")
+        from .select.recipe import STRATEGIES
+
+        if self.policy not in STRATEGIES:
+            raise ConfigError(f"policy: {self.policy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.score.prior_sample < 1:
+            raise ConfigError("score.prior_sample must be >= 1")
+        if not 0 <= self.bandit.epsilon <= 1:
+            raise ConfigError("bandit.epsilon must be in [0, 1]")
         if math.isnan(self.bandit.alpha) or self.bandit.alpha < 0:
             raise ConfigError("bandit.alpha must be >= 0")
 

@@ -3,7 +3,8 @@
 The run folder is the API between commands::
 
     config.yaml      the effective config (a resumed run must match it)
-    dataset.jsonl    every kept pair with provenance (round 0 = warm-up)
+    dataset.jsonl    every extracted pair with provenance (round 0 = warm-up)
+    extracted.jsonl  every extracted document (round 0 = warm-up), pairs or not: the budget's audit
     rounds.jsonl     one line per bandit pull
     summary.json     counts, timings, skips, final OT, the config
     model/           the aligned embedder (align.mode = full)
@@ -33,18 +34,22 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .align import AlignExamples, apply_adapter, train_adapter, train_full, warmup_indices
+from .align import AlignExamples, apply_adapter, train_adapter, train_full
 from .cluster import Clustering, kmeans
-from .config import Config, ConfigError, result_fields_changed
+from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_to_memmap, is_complete, map_rows
 from .extract.base import EndpointDown, Extractor, make_extractor
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
                  read_jsonl)
-from .policies import UCB
 from .progress import bar
 from .reference import ReferenceError, load_reference
 from .score import Scorer
+from .select import recipe
+from .select.envs import LiveEnv, PullResult
+from .select.loop import LoopState, RoundResult, run_loop
+from .select.policies import ArmStats
+from .select.rewards import SelectedPool, make_reward
 from .types import Document, Extraction, QAPair, RoundRecord
 
 log = logging.getLogger("equal")
@@ -78,13 +83,18 @@ class Plan:
     def make(cls, cfg: Config, n_docs: int) -> "Plan":
         budget = int(round(cfg.budget * n_docs)) if cfg.budget <= 1 else int(cfg.budget)
         budget = max(1, min(budget, n_docs))
+        if recipe.is_ranking(cfg.policy):  # a document ranking: no warm-up, one arm walked in rank order
+            if cfg.policy == "full":
+                budget = n_docs
+            return cls(n_docs=n_docs, budget_docs=budget, warmup_docs=0, k=1, clusters_per_round=1,
+                       docs_per_pull=cfg.bandit.docs_per_pull * 5)
         warm = min(int(budget * cfg.align.warmup_fraction), cfg.align.warmup_max_docs)
         if cfg.cluster.k is not None:
             k = cfg.cluster.k
             if k > n_docs:
                 raise RunError(f"cluster.k={k} is larger than the corpus ({n_docs} usable documents)")
         else:
-            target = math.sqrt(n_docs) if warm == 0 else min(math.sqrt(n_docs), warm / 4)
+            target = min(math.sqrt(n_docs), budget / 8)
             k = int(min(1000, max(2, round(target)), n_docs))
         cpr = cfg.bandit.clusters_per_round or int(min(50, max(1, round(k / 25))))
         return cls(n_docs=n_docs, budget_docs=budget, warmup_docs=warm, k=k, clusters_per_round=min(cpr, k),
@@ -123,10 +133,12 @@ def _hook(name: str) -> None:
 class Pipeline:
     """One run of EQUAL: ``Pipeline(cfg).run()``.
 
-    Stages: index → reference → warm-up extraction → embed (+ align) → cluster →
-    bandit rounds → finalize. Each stage records completion in
+    Stages: index → reference → embed → warm-up extraction → align → cluster →
+    selection rounds → finalize. Each stage records completion in
     ``state/checkpoint.json``; an interrupted stage resumes from its last
-    complete unit (embedding chunk, warm-up batch, bandit round).
+    complete unit (embedding chunk, warm-up batch, selection round). The
+    choices themselves (warm-up rows, arms, priors, the loop) are the
+    functions of :mod:`equal.select`, shared with replays.
     """
 
     def __init__(self, cfg: Config, progress: bool = True, restart: bool = False,
@@ -159,7 +171,7 @@ class Pipeline:
                 if self._stop_signal is not None:  # second signal: give up at once
                     raise KeyboardInterrupt
                 self._stop_signal = signum
-                print(f"\nequal: signal {signum} received, finishing the current unit of work and saving ...",
+                print(f"\\nequal: signal {signum} received, finishing the current unit of work and saving ...",
                       file=sys.stderr, flush=True)
 
             old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -201,7 +213,8 @@ class Pipeline:
         if self.restart:
             import shutil
 
-            for name in ("dataset.jsonl", "rounds.jsonl", "summary.json", "report.md", "config.yaml"):
+            for name in ("dataset.jsonl", "rounds.jsonl", "extracted.jsonl", "summary.json", "report.md",
+                         "config.yaml"):
                 (self.out / name).unlink(missing_ok=True)
             for folder in (self.state_dir, self.out / "model", self.out / "report"):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -224,6 +237,7 @@ class Pipeline:
         self.journals = {
             "dataset": Journal(self.out / "dataset.jsonl"),
             "rounds": Journal(self.out / "rounds.jsonl"),
+            "extracted": Journal(self.out / "extracted.jsonl"),
             "warmup": Journal(self.state_dir / "warmup_pairs.jsonl"),
             "warmup_vec": Journal(self.state_dir / "warmup_vectors.f32"),
             "bandit_vec": Journal(self.state_dir / "bandit_vectors.f32"),
@@ -270,46 +284,56 @@ class Pipeline:
             except ReferenceError as e:
                 raise RunError(str(e)) from None
         plan = Plan.make(cfg, len(corpus))
-        self.corpus, self.plan = corpus, plan
+        self.corpus, self.plan, self.reference = corpus, plan, reference
         self.ck["plan"] = plan.__dict__
         if not resumed:
-            self.say(f"corpus: {len(corpus)} documents; budget {plan.budget_docs} extractions "
-                     f"({plan.warmup_docs} warm-up); k={plan.k}, {plan.clusters_per_round} cluster(s) x "
-                     f"{plan.docs_per_pull} docs per round")
+            if recipe.is_ranking(cfg.policy):
+                self.say(f"corpus: {len(corpus)} documents; budget {plan.budget_docs} extractions; "
+                         f"policy {cfg.policy} (a document ranking, no clusters)")
+            else:
+                self.say(f"corpus: {len(corpus)} documents; budget {plan.budget_docs} extractions "
+                         f"({plan.warmup_docs} warm-up); k={plan.k}, {plan.clusters_per_round} cluster(s) x "
+                         f"{plan.docs_per_pull} docs per round; policy {cfg.policy}")
         if self._extractor is None:
             self._extractor = make_extractor(cfg.extract)
         self.extractor = self._extractor
         with self._timed("load_embedder"):
             self.embedder = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
         with self._timed("reference"):
-            ref_vecs = self._reference_vectors(reference.pairs)
+            ref_vecs, prior_vecs = self._reference_vectors(reference.pairs)
         self.scorer = Scorer(ref_vecs, self.embedder.encode, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
+        self.env = LiveEnv(self.corpus.get, self._extract, self.embedder.encode, self.embedder.dim)
 
+        with self._timed("embed"):
+            base = self._embed_corpus(self.embedder, "doc_vectors.npy")
+            self._mark("embed")
+        self.sim = recipe.similarity_scores(base, prior_vecs)
+        self._check_stop()
         with self._timed("warmup"):
             warm = self._warmup()
         self._check_stop()
-        with self._timed("embed_align"):
-            vectors = self._embed_and_align(warm)
+        with self._timed("align"):
+            vectors = self._align(warm, base)
         self._check_stop()
         with self._timed("cluster"):
             clustering = self._cluster(vectors)
-        del vectors
+        del vectors, base
         with self._timed("bandit"):
-            policy = self._bandit(clustering, warm)
+            policy = self._select(clustering, warm)
         summary = self._finalize(clustering, policy, reference)
         return RunResult(self.out, summary, resumed=resumed)
 
     # ------------------------------------------------------------ stages
-    def _reference_vectors(self, pairs: list[QAPair]) -> np.ndarray:
-        path = self.state_dir / "reference.npy"
+    def _reference_vectors(self, pairs: list[QAPair]) -> tuple[np.ndarray, np.ndarray]:
+        """The reward sample and the prior sample of the reference, embedded (see :func:`reference_vectors`)."""
+        path = self.state_dir / "reference.npz"
         if path.exists():
-            return np.load(path)
-        n = self.cfg.score.reference_sample
-        rng = np.random.default_rng([self.cfg.seed, 0x7EF])
-        idx = np.sort(rng.permutation(len(pairs))[:n]) if n and n < len(pairs) else np.arange(len(pairs))
-        vecs = self.embedder.encode([pairs[i].text() for i in idx])
-        atomic_save_npy(path, vecs)
-        return vecs
+            z = np.load(path)
+            return z["reward"], z["prior"]
+        reward, prior = reference_vectors(self.embedder.encode, pairs, self.cfg)
+        _hook("reference")
+        atomic_save_npz(path, reward=reward, prior=prior)
+        return reward, prior
 
     def _extract(self, docs: list[Document]) -> list[Extraction]:
         try:
@@ -330,27 +354,28 @@ class Pipeline:
                 counts["empty"] += 1
         return results
 
-    def _warmup(self) -> dict[str, np.ndarray]:
-        """Extract the warm-up sample in checkpointed batches. Returns pair vectors and their doc indices."""
-        plan = self.plan
-        idx = warmup_indices(plan.n_docs, plan.warmup_docs, self.cfg.seed)
+    def _extracted_records(self, res: PullResult, round_no: int) -> list[dict[str, Any]]:
+        return [{"doc_id": d, "round": round_no, "n_pairs": int(n), "status": s}
+                for d, n, s in zip(res.doc_ids, res.n_pairs, res.status)]
+
+    def _warmup(self) -> dict[str, Any]:
+        """Extract the warm-up sample in checkpointed batches. Returns pair vectors and their doc rows."""
+        plan, cfg = self.plan, self.cfg
+        idx = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling, self.sim)
         done = int(self.ck.get("warmup_docs_done", 0))
         if not self._done("warmup"):
             with bar("warm-up extraction", total=len(idx), enabled=self.progress,
                      postfix=self._extract_postfix) as tick:
                 tick(done)
-                for s in range(done, len(idx), self.cfg.extract.batch_docs):
+                for s in range(done, len(idx), cfg.extract.batch_docs):
                     self._check_stop()
-                    batch = idx[s: s + self.cfg.extract.batch_docs]
-                    docs = self.corpus.get(batch)
-                    results = self._extract(docs)
-                    recs, texts = [], []
-                    for doc, res in zip(docs, results):
-                        for p in res.pairs:
-                            recs.append({**p.to_record(), "doc_index": doc.index})
-                            texts.append(p.text())
+                    batch = idx[s: s + cfg.extract.batch_docs]
+                    res = self.env.pull(batch)
+                    recs = [{**p.to_record(), "doc_index": int(row)}
+                            for row, pairs in zip(res.rows, res.pairs) for p in pairs]
                     self.journals["warmup"].append(recs)
-                    self.journals["warmup_vec"].append_bytes(self.embedder.encode(texts).tobytes())
+                    self.journals["warmup_vec"].append_bytes(res.vectors.tobytes())
+                    self.journals["extracted"].append(self._extracted_records(res, 0))
                     _hook("warmup_appended")
                     self.ck["warmup_docs_done"] = int(s + len(batch))
                     self._commit()
@@ -364,52 +389,22 @@ class Pipeline:
         return {"indices": idx, "pair_doc": np.array([r["doc_index"] for r in recs], dtype=np.int64),
                 "vectors": vecs, "records": recs}
 
-    def _corpus_texts(self, start: int, stop: int) -> list[str]:
-        return [d.text for d in self.corpus.get(range(start, stop))]
-
-    def _embed_cache_file(self, key: dict) -> Path | None:
-        """Where a finished corpus embedding for ``key`` is shared between runs (None: sharing is off)."""
-        if not self.cfg.embed.cache:
-            return None
-        from .extract.cache import default_cache_dir
-
-        root = Path(self.cfg.extract.cache_dir) if self.cfg.extract.cache_dir else default_cache_dir()
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        return root / "embeddings" / f"{digest}.npy"
-
     def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
-        path = self.state_dir / name
-        key = {"model": embedder.fingerprint(), "corpus": self.corpus.content_key(), "n": len(self.corpus),
-               "chunk": self.cfg.embed.chunk_docs}
-        shared = self._embed_cache_file(key) if embedder is self.embedder else None
-        if shared is not None and shared.exists() and not is_complete(path):
-            # another run on this corpus with this model embedded it already: take its file
-            try:
-                _link_or_copy(shared, path)
-                atomic_write_json(path.with_name(path.name + ".progress.json"),
-                                  {"key": key, "shape": [len(self.corpus), embedder.dim], "rows": len(self.corpus)})
-                self.say(f"corpus embeddings reused from {shared}")
-            except OSError:
-                pass
-
         def encode(texts):
             self._check_stop()
             out = embedder.encode(texts)
             _hook("embed_chunk")
             return out
 
-        vectors = embed_to_memmap(path, len(self.corpus), embedder.dim, self._corpus_texts, encode,
-                                  chunk=self.cfg.embed.chunk_docs, label="embedding corpus",
-                                  progress=self.progress, key=key)
-        if shared is not None and not shared.exists():
-            try:
-                _link_or_copy(path, shared)
-            except OSError as e:  # a cache we cannot write is not a reason to stop
-                log.warning("could not share corpus embeddings in %s: %s", shared, e)
-        return vectors
+        return embed_corpus(self.corpus, embedder, self.state_dir / name, self.cfg, encode=encode,
+                            share=embedder is self.embedder, progress=self.progress, say=self.say)
 
-    def _embed_and_align(self, warm: dict[str, np.ndarray]) -> np.ndarray:
+    def _align(self, warm: dict[str, Any], base: np.ndarray) -> np.ndarray:
+        """The vectors to cluster: the base ones, adapter-mapped ones, or a fully tuned embedder's."""
         cfg, mode = self.cfg, self.cfg.align.mode
+        if recipe.is_ranking(cfg.policy) or mode == "none" or cfg.policy == "equal-no-align" \
+                or len(warm["indices"]) == 0:
+            return base
         ex = AlignExamples.from_pair_docs(warm["pair_doc"], cfg.align.max_pairs, cfg.seed)
         if mode == "full":
             model_dir = self.out / "model"
@@ -427,23 +422,18 @@ class Pipeline:
                                                   self.progress)
                 _hook("align")
                 self._mark("align")
-            aligned = (Embedder(str(model_dir), cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
-                       if (model_dir / "config.json").exists() else self.embedder)
-            vectors = self._embed_corpus(aligned, "doc_vectors.npy")
-            self._mark("embed")
-            return vectors
-        vectors = self._embed_corpus(self.embedder, "doc_vectors.npy")
-        self._mark("embed")
-        if mode == "none":
+            if not (model_dir / "config.json").exists():
+                return base
+            aligned = Embedder(str(model_dir), cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+            vectors = self._embed_corpus(aligned, "doc_vectors_full.npy")
+            self._mark("embed_full")
             return vectors
         aligned_path = self.state_dir / "doc_vectors_aligned.npy"
         if not self._done("align"):
-            doc_vecs = np.asarray(vectors[ex.doc_rows]) if len(ex) else np.zeros((0, vectors.shape[1]), np.float32)
-            local = AlignExamples(doc_rows=np.arange(len(ex)), pair_groups=ex.pair_groups)
-            W, stats = train_adapter(doc_vecs, warm["vectors"], local, cfg.align, cfg.seed, self.progress)
+            W, stats = align_adapter(base, warm, cfg)
             atomic_save_npy(self.state_dir / "adapter.npy", W)
             self.ck["align"] = stats
-            map_rows(vectors, aligned_path, apply_adapter(W))
+            map_rows(base, aligned_path, apply_adapter(W))
             _hook("align")
             self._mark("align")
         return np.load(aligned_path, mmap_mode="r")
@@ -453,20 +443,43 @@ class Pipeline:
         if self._done("cluster") and path.exists():
             z = np.load(path)
             return Clustering(centroids=z["centroids"], labels=z["labels"], inertia=float(z["inertia"]))
-        cc = self.cfg.cluster
-        c = kmeans(vectors, self.plan.k, cc.niter, self.cfg.seed, cc.max_points_per_centroid, cc.nredo)
+        if recipe.is_ranking(self.cfg.policy):
+            c = Clustering(centroids=np.asarray(vectors[:0].sum(0, keepdims=True), np.float32),
+                           labels=np.zeros(len(vectors), dtype=np.int32), inertia=0.0)
+        else:
+            cc = self.cfg.cluster
+            c = kmeans(vectors, self.plan.k, cc.niter, self.cfg.seed, cc.max_points_per_centroid, cc.nredo)
         atomic_save_npz(path, centroids=c.centroids, labels=c.labels, inertia=np.float64(c.inertia))
         _hook("cluster")
         self._mark("cluster")
         return c
 
-    def _bandit(self, clustering: Clustering, warm: dict[str, np.ndarray]) -> UCB:
+    def _ranking(self) -> np.ndarray:
+        path = self.state_dir / "ranking.npy"
+        if path.exists():
+            return np.load(path)
+        cfg = self.cfg
+        order = recipe.ranking_order(
+            cfg.policy, self.plan.n_docs, cfg.seed, sim=self.sim,
+            doc_vecs=np.load(self.state_dir / "doc_vectors.npy", mmap_mode="r"),
+            ref_vecs=np.load(self.state_dir / "reference.npz")["prior"],
+            doc_texts=lambda: _LazyTexts(self.corpus), ref_texts=[p.text() for p in self.reference.pairs],
+            n=self.plan.budget_docs)
+        atomic_save_npy(path, order)
+        return order
+
+    def _select(self, clustering: Clustering, warm: dict[str, Any]) -> ArmStats:
         cfg, plan = self.cfg, self.plan
-        policy = UCB(plan.k, cfg.bandit.alpha, cfg.bandit.alpha_schedule)
+        policy = recipe.make_policy(cfg.policy, plan.k, cfg.bandit.alpha, cfg.bandit.alpha_schedule,
+                                    cfg.bandit.epsilon, cfg.bandit.thompson_sigma)
         labels = clustering.labels
-        warm_set = np.zeros(plan.n_docs, dtype=bool)
-        warm_set[warm["indices"]] = True
-        members = [m[~warm_set[m]] for m in clustering.members(cfg.seed)]
+        if recipe.is_ranking(cfg.policy):
+            members = [self._ranking()]
+        else:
+            members = recipe.arm_members(labels, plan.k, warm["indices"], cfg.seed, cfg.bandit.in_cluster, self.sim)
+        reward = make_reward(cfg.bandit.reward, self.scorer)
+        pool = SelectedPool(self.embedder.dim, cfg.bandit.reward_pool, cfg.seed)
+        pool.add(warm["vectors"])
 
         if not self._done("warmup_written"):
             # The warm-up pairs enter the dataset (round 0) now that their clusters are known,
@@ -478,86 +491,55 @@ class Pipeline:
                 rec["round"] = 0
                 recs.append(_dataset_record(rec))
             self.journals["dataset"].append(recs)
-            init = self._init_arms(policy, labels, warm)
-            self.ck["bandit"] = {"round": 0, "pointers": [0] * plan.k, "docs_used": int(len(warm["indices"])),
-                                 "policy": policy.state(), "warmup_arms": init}
+            init = init_policy(policy, cfg, plan, labels, warm, members, self.sim, self.scorer)
+            self.ck["bandit"] = {**LoopState(round=0, docs_used=int(len(warm["indices"])),
+                                             pointers=[0] * len(members), policy=policy.state_dict()).to_dict(),
+                                 "warmup_arms": init}
+            _hook("warmup_written_appended")
             self._mark("warmup_written")
         st = self.ck["bandit"]
-        policy.load_state(st["policy"])
-        pointers = np.asarray(st["pointers"], dtype=np.int64)
-        sizes = np.array([len(m) for m in members], dtype=np.int64)
-        remaining = plan.budget_docs - int(st["docs_used"])
+        if int(st["round"]) > 0:  # rebuild the pool of selected pairs from the committed journal
+            pool.add(np.fromfile(self.journals["bandit_vec"].path, dtype=np.float32).reshape(-1, self.embedder.dim))
         if not self._done("bandit"):
-            with bar("bandit rounds (documents)", total=max(0, plan.budget_docs - plan.warmup_docs),
-                     enabled=self.progress, postfix=self._extract_postfix) as tick:
+            bandit_total = max(0, plan.budget_docs - plan.warmup_docs)
+            with bar("selection rounds (documents)", total=bandit_total, enabled=self.progress,
+                     postfix=self._extract_postfix) as tick:
                 tick(int(st["docs_used"]) - plan.warmup_docs)
-                while remaining > 0:
-                    self._check_stop()
-                    available = pointers < sizes
-                    if not available.any():
-                        self.say("every cluster is exhausted; stopping before the budget is spent")
-                        break
-                    scores = policy.scores()
-                    arms = policy.choose(plan.clusters_per_round, available)
-                    picks: list[tuple[int, np.ndarray]] = []
-                    for arm in arms:
-                        take = int(min(plan.docs_per_pull, remaining, sizes[arm] - pointers[arm]))
-                        if take <= 0:
-                            break
-                        picks.append((arm, members[arm][pointers[arm]: pointers[arm] + take]))
-                        remaining -= take
-                    round_no = int(st["round"]) + 1
-                    all_idx = np.concatenate([p for _, p in picks])
-                    docs = self.corpus.get(all_idx)
-                    results = self._extract(docs)
-                    # one encode call for every pair of the round
-                    texts = [p.text() for r in results for p in r.pairs]
-                    vecs = self.embedder.encode(texts)
-                    dataset_recs, round_recs = [], []
-                    off_doc, off_pair = 0, 0
-                    for arm, idx in picks:
-                        arm_docs = docs[off_doc: off_doc + len(idx)]
-                        arm_res = results[off_doc: off_doc + len(idx)]
-                        off_doc += len(idx)
-                        n_pairs = sum(len(r.pairs) for r in arm_res)
-                        reward = self.scorer.reward(vecs[off_pair: off_pair + n_pairs])
-                        off_pair += n_pairs
-                        policy.update(arm, reward)
-                        pointers[arm] += len(idx)
-                        for d, r in zip(arm_docs, arm_res):
-                            for p in r.pairs:
-                                p.doc_id, p.cluster, p.round = d.id, arm, round_no
-                                dataset_recs.append(_dataset_record(p.to_record()))
-                        score = float(scores[arm])
-                        round_recs.append(RoundRecord(round=round_no, cluster=arm, doc_ids=[d.id for d in arm_docs],
-                                                      n_pairs=n_pairs, reward=float(reward),
-                                                      score=score if math.isfinite(score) else None,
-                                                      pulls=int(policy.pulls[arm])).to_record())
-                    self.journals["dataset"].append(dataset_recs)
-                    self.journals["rounds"].append(round_recs)
-                    self.journals["bandit_vec"].append_bytes(vecs.tobytes())
+
+                def on_round(rr: RoundResult, state: LoopState) -> None:
+                    self._write_round(rr)
                     _hook("round_appended")
-                    st.update(round=round_no, pointers=pointers.tolist(), policy=policy.state(),
-                              docs_used=int(st["docs_used"]) + len(all_idx))
+                    self.ck["bandit"].update(state.to_dict())
                     self._commit()
                     _hook("round")
-                    tick(len(all_idx))
+                    tick(rr.docs)
+
+                final = run_loop(policy, self.env, reward, members, plan.budget_docs, plan.clusters_per_round,
+                                 plan.docs_per_pull, LoopState.from_dict(st), pool, cfg.seed, on_round=on_round,
+                                 check_stop=self._check_stop, cost=length_cost(self.corpus) if cfg.bandit.cost_aware else None)
+                if final.docs_used < plan.budget_docs:
+                    self.say("every cluster is exhausted; stopping before the budget is spent")
             self._mark("bandit")
+        policy.load_state_dict(self.ck["bandit"]["policy"])
         return policy
 
-    def _init_arms(self, policy: UCB, labels: np.ndarray, warm: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Give each cluster with warm-up documents one pseudo-pull per ``docs_per_pull`` documents,
-        with the OT reward of those documents' pairs."""
-        if len(warm["indices"]) == 0:
-            return {"arms": 0}
-        doc_cluster = labels[warm["indices"]]
-        pair_cluster = labels[warm["pair_doc"]] if len(warm["pair_doc"]) else np.zeros(0, dtype=np.int32)
-        arms = np.unique(doc_cluster)
-        for j in arms:
-            n_docs = int((doc_cluster == j).sum())
-            pulls = max(1, int(round(n_docs / self.plan.docs_per_pull)))
-            policy.update(int(j), self.scorer.reward(warm["vectors"][pair_cluster == j]), pulls=pulls)
-        return {"arms": int(len(arms)), "pseudo_pulls": int(policy.pulls.sum())}
+    def _write_round(self, rr: RoundResult) -> None:
+        dataset_recs, round_recs, extracted, vecs = [], [], [], []
+        for ap in rr.pulls:
+            res = ap.result
+            for pairs in res.pairs:
+                for p in pairs:
+                    p.cluster, p.round = ap.arm, rr.round
+                    dataset_recs.append(_dataset_record(p.to_record()))
+            round_recs.append(RoundRecord(round=rr.round, cluster=ap.arm, doc_ids=list(res.doc_ids),
+                                          n_pairs=int(res.n_pairs.sum()), reward=float(ap.reward),
+                                          score=ap.score, pulls=ap.pulls).to_record())
+            extracted.extend(self._extracted_records(res, rr.round))
+            vecs.append(res.vectors)
+        self.journals["dataset"].append(dataset_recs)
+        self.journals["rounds"].append(round_recs)
+        self.journals["extracted"].append(extracted)
+        self.journals["bandit_vec"].append_bytes(np.concatenate(vecs).astype(np.float32).tobytes())
 
     def _extract_postfix(self) -> str:
         s = self.extractor.stats() if hasattr(self, "extractor") else {}
@@ -573,13 +555,14 @@ class Pipeline:
             parts.append(f"${s['estimated_cost']:.4f}")
         return " ".join(parts)
 
-    def _finalize(self, clustering: Clustering, policy: UCB, reference) -> dict[str, Any]:
+    def _finalize(self, clustering: Clustering, policy: ArmStats, reference) -> dict[str, Any]:
         t0 = time.perf_counter()
         dim = self.embedder.dim
         vecs = np.concatenate([
             np.fromfile(self.journals["warmup_vec"].path, dtype=np.float32).reshape(-1, dim),
             np.fromfile(self.journals["bandit_vec"].path, dtype=np.float32).reshape(-1, dim)])
         n_pairs = sum(1 for _ in read_jsonl(self.out / "dataset.jsonl"))
+        n_extracted = sum(1 for _ in read_jsonl(self.out / "extracted.jsonl"))
         cap = self.cfg.score.eval_max_pairs
         if len(vecs) > cap:
             vecs = vecs[np.sort(np.random.default_rng([self.cfg.seed, 0xE7A]).choice(len(vecs), cap, replace=False))]
@@ -590,10 +573,11 @@ class Pipeline:
         seconds["finalize"] = seconds.get("finalize", 0.0) + time.perf_counter() - t0
         summary = {
             "equal_version": __version__,
+            "policy": self.cfg.policy,
             "docs_total": self.plan.n_docs,
-            "docs_extracted": int(bandit.get("docs_used", 0)),
+            "docs_extracted": n_extracted,
             "docs_warmup": int(self.plan.warmup_docs),
-            "docs_bandit": int(bandit.get("docs_used", 0)) - int(self.plan.warmup_docs),
+            "docs_bandit": n_extracted - int(self.plan.warmup_docs),
             "pairs": n_pairs,
             "extraction_calls": int(ex_stats.get("calls", self.ck.get("extraction", {}).get("docs", 0))),
             "final_ot": final_ot,
@@ -609,7 +593,7 @@ class Pipeline:
             "align": self.ck.get("align", {}),
             "warmup_arms": bandit.get("warmup_arms", {}),
             "arms": {"pulls": policy.pulls.tolist(),
-                     "mean_reward": [None if not np.isfinite(m) else float(m) for m in policy.means()],
+                     "mean_reward": [None if not np.isfinite(m) else float(m) for m in _real_means(policy)],
                      "sizes": np.bincount(clustering.labels, minlength=clustering.k).tolist()},
             "config": self.cfg.to_dict(),
         }
@@ -621,8 +605,122 @@ class Pipeline:
                 write_report(self.out)
             except Exception as e:  # a plot that fails must not cost the run
                 log.warning("could not write the report: %s", e)
+        _hook("finalize")
         self._mark("finalize")
         return summary
+
+
+def length_cost(corpus: Corpus):
+    """For cost-aware pulls: a pull's mean document length relative to the corpus mean (first 2,000 documents)."""
+    mean_len = float(np.mean([len(d.text) for d in corpus.get(range(min(len(corpus), 2000)))]))
+
+    def cost(res: PullResult) -> float:
+        if len(res) == 0:
+            return 1.0
+        return float(np.mean([len(d.text) for d in corpus.get(res.rows)])) / mean_len
+    return cost
+
+
+def _real_means(policy: ArmStats) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(policy.pulls > 0, policy.sums / np.maximum(policy.pulls, 1), np.nan)
+
+
+class _LazyTexts:
+    """The corpus texts as a sequence, read in order (for rankers that stream text, e.g. DSIR)."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __iter__(self):
+        for batch in self.corpus.iter_batches(4096):
+            for d in batch:
+                yield d.text
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [d.text for d in self.corpus.get(range(*i.indices(len(self.corpus))))]
+        return self.corpus.get([i])[0].text
+
+
+def embed_cache_file(cfg: Config, key: dict) -> Path | None:
+    """Where a finished corpus embedding for ``key`` is shared between runs (None: sharing is off)."""
+    if not cfg.embed.cache:
+        return None
+    from .extract.cache import default_cache_dir
+
+    root = Path(cfg.extract.cache_dir) if cfg.extract.cache_dir else default_cache_dir()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return root / "embeddings" / f"{digest}.npy"
+
+
+def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, encode=None, share: bool = True,
+                 progress: bool = True, say=log.info) -> np.ndarray:
+    """Every document's vector in a resumable ``.npy`` memmap at ``path``, taken from (or given to)
+    the shared embedding cache when ``share`` and ``embed.cache`` allow."""
+    n = len(corpus)
+    key = {"model": embedder.fingerprint(), "corpus": corpus.content_key(), "n": n, "chunk": cfg.embed.chunk_docs}
+    shared = embed_cache_file(cfg, key) if share else None
+    if shared is not None and shared.exists() and not is_complete(path):
+        # another run on this corpus with this model embedded it already: take its file
+        try:
+            _link_or_copy(shared, path)
+            atomic_write_json(path.with_name(path.name + ".progress.json"),
+                              {"key": key, "shape": [n, embedder.dim], "rows": n})
+            say(f"corpus embeddings reused from {shared}")
+        except OSError:
+            pass
+    vectors = embed_to_memmap(path, n, embedder.dim, lambda a, b: [d.text for d in corpus.get(range(a, b))],
+                              encode or embedder.encode, chunk=cfg.embed.chunk_docs, label="embedding corpus",
+                              progress=progress, key=key)
+    if shared is not None and not shared.exists():
+        try:
+            _link_or_copy(path, shared)
+        except OSError as e:  # a cache we cannot write is not a reason to stop
+            log.warning("could not share corpus embeddings in %s: %s", shared, e)
+    return vectors
+
+
+def reference_vectors(encode, pairs: list[QAPair], cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the reward sample (seeded) and the prior sample (fixed) of the reference, each in one
+    encode call, so that a replay that calls this gets the same vectors bit for bit."""
+    r_rows = recipe.reward_sample(len(pairs), cfg.score.reference_sample, cfg.seed)
+    p_rows = recipe.prior_sample(len(pairs), cfg.score.prior_sample)
+    reward = encode([pairs[int(i)].text() for i in r_rows])
+    prior = encode([pairs[int(i)].text() for i in p_rows])
+    return np.asarray(reward, np.float32), np.asarray(prior, np.float32)
+
+
+def align_adapter(base: np.ndarray, warm: dict[str, Any], cfg: Config) -> tuple[np.ndarray, dict]:
+    """Train the InfoNCE adapter on the warm-up's (document, pair) examples (shared with replays)."""
+    ex = AlignExamples.from_pair_docs(warm["pair_doc"], cfg.align.max_pairs, cfg.seed)
+    doc_vecs = np.asarray(base[ex.doc_rows]) if len(ex) else np.zeros((0, base.shape[1]), np.float32)
+    local = AlignExamples(doc_rows=np.arange(len(ex)), pair_groups=ex.pair_groups)
+    return train_adapter(doc_vecs, warm["vectors"], local, cfg.align, cfg.seed, progress=False)
+
+
+def init_policy(policy: ArmStats, cfg: Config, plan: Plan, labels: np.ndarray, warm: dict[str, Any],
+                members: list[np.ndarray], sim: np.ndarray, scorer: Scorer) -> dict[str, Any]:
+    """Start the arms from the warm-up (pseudo-pulls with the OT reward of each arm's warm-up pairs)
+    and, where configured, from the zero-cost similarity prior. Shared with replays."""
+    if recipe.is_ranking(cfg.policy):
+        return {"arms": 0}
+    info: dict[str, Any] = {"arms": 0}
+    wa = None
+    if len(warm["indices"]):
+        wa = recipe.warmup_arm_rewards(labels, plan.k, warm["indices"], warm["pair_doc"], warm["vectors"],
+                                       scorer.reward, plan.docs_per_pull)
+        for j in np.flatnonzero(wa.docs):
+            policy.update(int(j), float(wa.reward[j]), pulls=int(wa.pseudo_pulls[j]))
+        info = {"arms": int((wa.docs > 0).sum()), "pseudo_pulls": int(wa.pseudo_pulls.sum())}
+    if cfg.bandit.prior == "similarity":
+        prior = recipe.arm_prior(members, sim, wa, labels, warm["indices"], plan.docs_per_pull)
+        policy.set_prior(prior, cfg.bandit.prior_pulls)
+        info["prior"] = {"min": float(prior.min()), "max": float(prior.max())}
+    return info
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -1,0 +1,174 @@
+"""The extraction table: every document of a corpus extracted once, with its pairs and their vectors.
+
+Layout of a table folder::
+
+    meta.json      extractor and embedder fingerprints, corpus key, sizes, complete flag
+    docs.jsonl     one line per document, corpus order: doc_id, status, tokens, pairs [[q, a], ...]
+    vectors.f32    the pairs' vectors, document after document (a float32 journal, memory-mapped to read)
+    progress.json  committed sizes of the two journals (resume point)
+
+Pairs are embedded one document per encode call (as a live run does), so a
+replay gets the vectors a live run would. Extraction goes through the
+extractor's own cache, and the table itself resumes from its last committed
+batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import Journal, atomic_write_json, read_json
+from ..types import QAPair
+
+TABLE_VERSION = 1
+
+
+class TableError(ValueError):
+    """The table is missing, incomplete or was built with another extractor/embedder/corpus."""
+
+
+@dataclass
+class ExtractionTable:
+    """A finished table, loaded: per document its id, status, tokens and pairs; pair vectors memory-mapped."""
+
+    path: Path
+    meta: dict[str, Any]
+    doc_ids: list[str]
+    status: list[str]
+    tokens: np.ndarray  # (n,)
+    n_pairs: np.ndarray  # (n,)
+    offsets: np.ndarray  # (n + 1,)
+    vectors: np.ndarray  # (total pairs, dim) memmap
+    _pairs: list[list[list[str]]]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        idx = np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows])
+        return np.asarray(self.vectors[idx], dtype=np.float32)
+
+    def pairs_of(self, row: int) -> list[QAPair]:
+        return [QAPair(q, a, doc_id=self.doc_ids[row]) for q, a in self._pairs[row]]
+
+    def questions_of(self, rows: np.ndarray) -> list[str]:
+        return [q for r in rows for q, _ in self._pairs[int(r)]]
+
+    def rows_for(self, doc_ids: list[str]) -> np.ndarray:
+        """Table row of each id (-1 where the table has none)."""
+        pos = {d: i for i, d in enumerate(self.doc_ids)}
+        return np.array([pos.get(d, -1) for d in doc_ids], dtype=np.int64)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExtractionTable":
+        path = Path(path)
+        meta = read_json(path / "meta.json")
+        if meta is None:
+            raise TableError(f"{path} holds no extraction table (no meta.json); build it with `equal extract-all`")
+        if not meta.get("complete"):
+            raise TableError(f"the extraction table in {path} is incomplete; run the same `equal extract-all` "
+                             f"command again to finish it")
+        prog = read_json(path / "progress.json", {})
+        doc_ids, status, tokens, n_pairs, pairs = [], [], [], [], []
+        with open(path / "docs.jsonl", "rb") as f:
+            data = f.read(int(prog["docs_bytes"]))
+        for line in data.splitlines():
+            r = json.loads(line)
+            doc_ids.append(r["doc_id"])
+            status.append(r["status"])
+            tokens.append(int(r.get("tokens", 0)))
+            n_pairs.append(len(r["pairs"]))
+            pairs.append(r["pairs"])
+        n_pairs_a = np.array(n_pairs, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_pairs_a)]).astype(np.int64)
+        dim = int(meta["dim"])
+        total = int(offsets[-1])
+        vec = (np.memmap(path / "vectors.f32", dtype=np.float32, mode="r", shape=(total, dim)) if total
+               else np.zeros((0, dim), np.float32))
+        return cls(path, meta, doc_ids, status, np.array(tokens, dtype=np.int64), n_pairs_a, offsets, vec, pairs)
+
+
+def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[str, Any], batch: int = 64,
+                progress: bool = True, check_stop=None, say=print) -> Path:
+    """Extract every document of ``corpus`` into a table at ``out`` (resuming a partial one with the same key).
+
+    ``extract(docs)`` returns one Extraction per document; ``encode(texts)`` embeds; ``key`` holds the
+    extractor, embedder and corpus fingerprints that must match to resume or reuse.
+    """
+    from ..progress import bar
+    from ..select.envs import LiveEnv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = read_json(out / "meta.json")
+    if meta is not None and meta.get("key") != key:
+        raise TableError(f"{out} holds a table built with another extractor, embedder or corpus; "
+                         f"use another --out")
+    if meta is None:
+        for name in ("docs.jsonl", "vectors.f32", "progress.json"):
+            (out / name).unlink(missing_ok=True)
+        meta = {"version": TABLE_VERSION, "key": key, "n_docs": len(corpus), "dim": dim, "complete": False}
+        atomic_write_json(out / "meta.json", meta)
+    if meta.get("complete"):
+        say(f"extraction table in {out} is complete; nothing to do")
+        return out
+    docs_j, vec_j = Journal(out / "docs.jsonl"), Journal(out / "vectors.f32")
+    prog = read_json(out / "progress.json", {"docs": 0, "docs_bytes": 0, "vec_bytes": 0})
+    docs_j.truncate(int(prog["docs_bytes"]))
+    vec_j.truncate(int(prog["vec_bytes"]))
+    if prog["docs"]:
+        say(f"resuming the extraction table in {out} at document {prog['docs']}")
+    env = LiveEnv(corpus.get, extract, encode, dim)
+    n = len(corpus)
+    with bar("extracting every document", total=n, enabled=progress) as tick:
+        tick(int(prog["docs"]))
+        for s in range(int(prog["docs"]), n, batch):
+            if check_stop is not None:
+                check_stop()
+            res = env.pull(np.arange(s, min(n, s + batch)))
+            recs = [{"doc_id": d, "status": st, "tokens": int(t), "pairs": [[p.question, p.answer] for p in ps]}
+                    for d, st, t, ps in zip(res.doc_ids, res.status, res.tokens, res.pairs)]
+            docs_j.append(recs)
+            vec_j.append_bytes(res.vectors.astype(np.float32).tobytes())
+            prog = {"docs": s + len(res), "docs_bytes": docs_j.size(), "vec_bytes": vec_j.size()}
+            atomic_write_json(out / "progress.json", prog)
+            tick(len(res))
+    meta["complete"] = True
+    atomic_write_json(out / "meta.json", meta)
+    return out
+
+
+def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say=print) -> Path:
+    """``equal extract-all``: build (or resume) the extraction table of ``cfg.corpus`` at ``out``."""
+    from ..corpus import Corpus
+    from ..embed import Embedder
+    from ..extract.base import make_extractor
+
+    out = Path(out)
+    corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "index", progress=progress)
+    ex = extractor or make_extractor(cfg.extract)
+    try:
+        emb = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+        key = {"extractor": ex.fingerprint(), "embedder": emb.fingerprint(), "corpus": corpus.content_key(),
+               "n_docs": len(corpus)}
+        build_table(out, corpus, ex.extract, emb.encode, emb.dim, key, batch=cfg.extract.batch_docs,
+                    progress=progress, say=say)
+        stats = ex.stats()
+        meta = read_json(out / "meta.json")
+        meta["extractor_stats"] = stats
+        atomic_write_json(out / "meta.json", meta)
+    finally:
+        ex.close()
+    return out
