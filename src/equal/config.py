@@ -104,6 +104,14 @@ class BanditConfig:
     prior_pulls: float = _f(1.0, "Weight of the prior, in pulls.")
     in_cluster: Literal["random", "similarity"] = _f(
         "random", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
+    similarity: Literal["mean", "knn"] = _f(
+        "mean", "Zero-cost closeness of a document to the reference, for the targeted warm-up, in-cluster order and "
+        "priors: mean = mean cosine to the reference items (RDS+); knn = mean cosine to its similarity_k nearest "
+        "reference items (closer to what the OT reward measures).")
+    similarity_k: int = _f(20, "Nearest reference items averaged by similarity: knn.")
+    similarity_space: Literal["base", "aligned"] = _f(
+        "base", "Where the similarity for in-cluster order and priors is measured: base embeddings, or the aligned "
+        "space (adapter mode), where documents sit near the pairs they yield.")
     reward: Literal["batch", "marginal"] = _f(
         "batch", "batch: 1 - OT(new pairs, reference) (the paper); marginal: the drop in OT distance of everything "
         "selected so far when the new pairs join it, as a per-pair cost on the same scale.")

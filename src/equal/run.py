@@ -452,13 +452,17 @@ class Pipeline:
         with self._timed("embed"):
             base = self._embed_corpus(self.embedder, "doc_vectors.npy")
             self._mark("embed")
-        self.sim = recipe.similarity_scores(base, prior_vecs)
+        self.sim = recipe.similarity_scores(base, prior_vecs, cfg.bandit.similarity, cfg.bandit.similarity_k)
+        self.mean_sim = self.sim if cfg.bandit.similarity == "mean" else recipe.similarity_scores(base, prior_vecs)
         self._check_stop()
         with self._timed("warmup"):
             warm = self._warmup()
         self._check_stop()
         with self._timed("align"):
             vectors = self._align(warm, base)
+            adapter = self.state_dir / "adapter.npy"
+            self.arm_sim = arm_similarity(cfg, vectors, self.sim, prior_vecs,
+                                          np.load(adapter) if adapter.exists() and vectors is not base else None)
         self._check_stop()
         with self._timed("cluster"):
             clustering = self._cluster(vectors)
@@ -620,7 +624,7 @@ class Pipeline:
             return np.load(path)
         cfg = self.cfg
         order = recipe.ranking_order(
-            cfg.policy, self.plan.n_docs, cfg.seed, sim=self.sim,
+            cfg.policy, self.plan.n_docs, cfg.seed, sim=self.mean_sim,
             doc_vecs=np.load(self.state_dir / "doc_vectors.npy", mmap_mode="r"),
             ref_vecs=np.load(self.state_dir / "reference.npz")["prior"],
             doc_texts=lambda: _LazyTexts(self.corpus), ref_texts=[p.text() for p in self.reference.pairs],
@@ -636,7 +640,8 @@ class Pipeline:
         if recipe.is_ranking(cfg.policy):
             members = [self._ranking()]
         else:
-            members = recipe.arm_members(labels, plan.k, warm["indices"], cfg.seed, cfg.bandit.in_cluster, self.sim)
+            members = recipe.arm_members(labels, plan.k, warm["indices"], cfg.seed, cfg.bandit.in_cluster,
+                                         self.arm_sim)
         reward = make_reward(cfg.bandit.reward, self.scorer)
         pool = SelectedPool(self.embedder.dim, cfg.bandit.reward_pool, cfg.seed)
         pool.add(warm["vectors"])
@@ -652,7 +657,7 @@ class Pipeline:
                 rec["round"] = 0
                 recs.append(_dataset_record(rec))
             self.journals["dataset"].append(recs)
-            init = init_policy(policy, cfg, plan, labels, warm, members, self.sim, self.scorer)
+            init = init_policy(policy, cfg, plan, labels, warm, members, self.arm_sim, self.scorer)
             self.ck["bandit"] = {**LoopState(round=0, docs_used=int(len(warm["indices"])),
                                              pointers=[0] * len(members), policy=policy.state_dict()).to_dict(),
                                  "warmup_arms": init}
@@ -864,6 +869,17 @@ def reference_vectors(encode, pairs: list[QAPair], cfg: Config) -> tuple[np.ndar
     reward = encode([pairs[int(i)].text() for i in r_rows])
     prior = encode([pairs[int(i)].text() for i in p_rows])
     return np.asarray(reward, np.float32), np.asarray(prior, np.float32)
+
+
+def arm_similarity(cfg: Config, vectors: np.ndarray, base_sim: np.ndarray, prior_vecs: np.ndarray,
+                   W: np.ndarray | None) -> np.ndarray:
+    """The similarity that orders documents inside arms and sets arm priors: the base one, or (with
+    ``bandit.similarity_space: aligned`` and an adapter) cosine in the aligned space, where documents sit
+    near the pairs they yield, to the adapter-mapped reference. Shared with replays."""
+    if cfg.bandit.similarity_space != "aligned" or W is None:
+        return base_sim
+    return recipe.similarity_scores(vectors, apply_adapter(W)(prior_vecs), cfg.bandit.similarity,
+                                    cfg.bandit.similarity_k)
 
 
 def align_adapter(base: np.ndarray, warm: dict[str, Any], cfg: Config) -> tuple[np.ndarray, dict]:

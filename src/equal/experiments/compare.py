@@ -58,6 +58,7 @@ class ReplayContext:
     work_dir: Path
     prior_vecs: np.ndarray | None = None
     sim: np.ndarray | None = None
+    _sims: dict = field(default_factory=dict)
     _reward: dict = field(default_factory=dict)
     _texts: list | None = None
 
@@ -76,6 +77,13 @@ class ReplayContext:
                 self.prior_vecs = prior
                 self.sim = recipe.similarity_scores(self.base, prior)
         return self._reward[key]
+
+    def similarity(self, kind: str, k: int) -> np.ndarray:
+        if kind == "mean":
+            return self.sim
+        if (kind, k) not in self._sims:
+            self._sims[(kind, k)] = recipe.similarity_scores(self.base, self.prior_vecs, kind, k)
+        return self._sims[(kind, k)]
 
     def doc_texts(self) -> list[str]:
         if self._texts is None:
@@ -98,7 +106,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     from ..align import apply_adapter
     from ..cluster import kmeans
     from ..embed import map_rows
-    from ..run import Plan, align_adapter, init_policy, length_cost
+    from ..run import Plan, align_adapter, arm_similarity, init_policy, length_cost
     from ..score import Scorer
 
     if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align":
@@ -107,28 +115,29 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     plan = Plan.make(cfg, ctx.n)
     scorer = Scorer(ctx.reward_vectors(cfg), None, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
     env = ReplayEnv(ctx.table, ctx.rows_to_table)
-    sim = ctx.sim
+    sim = ctx.similarity(cfg.bandit.similarity, cfg.bandit.similarity_k)
     warm_rows = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling, sim)
     wres = env.pull(warm_rows)
     warm = {"indices": warm_rows, "pair_doc": np.repeat(wres.rows, wres.n_pairs).astype(np.int64),
             "vectors": wres.vectors}
-    vectors = ctx.base
+    vectors, W = ctx.base, None
     if not (recipe.is_ranking(cfg.policy) or cfg.align.mode == "none" or cfg.policy == "equal-no-align"
             or len(warm_rows) == 0):
         W, _ = align_adapter(ctx.base, warm, cfg)
         vectors = map_rows(ctx.base, ctx.work_dir / "aligned.npy", apply_adapter(W))
+    arm_sim = arm_similarity(cfg, vectors, sim, ctx.prior_vecs, W)
     if recipe.is_ranking(cfg.policy):
         labels = np.zeros(ctx.n, dtype=np.int32)
-        members = [recipe.ranking_order(cfg.policy, ctx.n, cfg.seed, sim=sim, doc_vecs=ctx.base,
+        members = [recipe.ranking_order(cfg.policy, ctx.n, cfg.seed, sim=ctx.sim, doc_vecs=ctx.base,
                                         ref_vecs=ctx.prior_vecs, doc_texts=ctx.doc_texts,
                                         ref_texts=[p.text() for p in ctx.run_pairs], n=plan.budget_docs)]
     else:
         cc = cfg.cluster
         labels = kmeans(vectors, plan.k, cc.niter, cfg.seed, cc.max_points_per_centroid, cc.nredo).labels
-        members = recipe.arm_members(labels, plan.k, warm_rows, cfg.seed, cfg.bandit.in_cluster, sim)
+        members = recipe.arm_members(labels, plan.k, warm_rows, cfg.seed, cfg.bandit.in_cluster, arm_sim)
     policy = recipe.make_policy(cfg.policy, plan.k, cfg.bandit.alpha, cfg.bandit.alpha_schedule,
                                 cfg.bandit.epsilon, cfg.bandit.thompson_sigma)
-    init_policy(policy, cfg, plan, labels, warm, members, sim, scorer)
+    init_policy(policy, cfg, plan, labels, warm, members, arm_sim, scorer)
     pool = SelectedPool(ctx.table.dim, cfg.bandit.reward_pool, cfg.seed)
     pool.add(warm["vectors"])
     rows, vecs, rounds = [warm_rows], [warm["vectors"]], []

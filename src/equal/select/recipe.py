@@ -57,15 +57,27 @@ def prior_sample(n_items: int, size: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ zero-cost scores
-def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, chunk: int = 262_144) -> np.ndarray:
-    """Mean cosine of each document to the reference items (RDS+ / avg-sim), read in row chunks.
+def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "mean", k: int = 20,
+                      chunk: int = 32_768) -> np.ndarray:
+    """How close each document is to the reference, read in row chunks (memmaps welcome).
 
-    With normalised vectors the mean cosine is the dot product with the mean reference vector.
+    ``mean``: mean cosine to the reference items (RDS+ / avg-sim); with normalised vectors, the dot
+    product with the mean reference vector. ``knn``: mean cosine to the document's ``k`` nearest
+    reference items, which rewards being close to *some* of the reference, as optimal transport does.
     """
-    mean = np.asarray(ref_vecs, dtype=np.float32).mean(axis=0)
+    ref = np.asarray(ref_vecs, dtype=np.float32)
+    mean = ref.mean(axis=0)
+    k = int(min(max(1, k), len(ref)))
     out = np.empty(len(doc_vecs), dtype=np.float32)
     for s in range(0, len(doc_vecs), chunk):
-        out[s: s + chunk] = np.asarray(doc_vecs[s: s + chunk], dtype=np.float32) @ mean
+        block = np.asarray(doc_vecs[s: s + chunk], dtype=np.float32)
+        if kind == "mean":
+            out[s: s + len(block)] = block @ mean
+        elif kind == "knn":
+            sims = block @ ref.T
+            out[s: s + len(block)] = np.partition(sims, len(ref) - k, axis=1)[:, len(ref) - k:].mean(axis=1)
+        else:
+            raise ValueError(f"unknown similarity: {kind} (mean or knn)")
     return out
 
 
