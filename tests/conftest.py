@@ -129,7 +129,7 @@ def small_config(tmp_path, corpus, reference=REF_MATH, **dotted):
     """A config for fast runs on a slice: shorter token limit, small chunks."""
     from equal import Config
 
-    base = {"embed.max_seq_length": 128, "embed.chunk_docs": 256}
+    base = {"embed.max_seq_length": 128, "embed.chunk_docs": 256, **WITH_WARMUP}
     base.update(dotted)
     return Config(corpus=str(corpus), reference=str(reference), out=str(tmp_path / "run")).replace(**base)
 
@@ -157,7 +157,11 @@ def slice_path(tmp_path_factory):
 
 # ---------------------------------------------------------------- end-to-end runs through the command line
 # Flags every CLI run of the end-to-end tests shares: a shorter token limit and small checkpointed chunks.
-CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64", "-q"]
+# End-to-end tests run with a warm-up (the shipped default spends none), so that every stage, the
+# warm-up and the alignment included, runs and can be killed; test_pipeline checks the shipped default.
+WITH_WARMUP = {"align.warmup_fraction": 0.5}
+CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64",
+            "--set", "align.warmup_fraction=0.5", "-q"]
 
 
 def equal_cli(*args, env=None, timeout=600, **popen):

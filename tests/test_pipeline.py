@@ -16,7 +16,9 @@ from conftest import CORPUS, REF_MATH, small_config
 
 @pytest.fixture(scope="module")
 def math_run(slice_path, tmp_path_factory):
-    cfg = small_config(tmp_path_factory.mktemp("math"), slice_path, budget=0.2)
+    """The shipped selection defaults (small_config adds a warm-up for the other tests; not here)."""
+    cfg = small_config(tmp_path_factory.mktemp("math"), slice_path, budget=0.2,
+                       **{"align.warmup_fraction": Config().align.warmup_fraction})
     return cfg, run(cfg, progress=False)
 
 

@@ -64,8 +64,8 @@ class AlignConfig:
         "adapter", "adapter: train a linear projection with InfoNCE on frozen embeddings and apply it to the stored "
         "document vectors; full: fine-tune the whole embedder (the paper) and embed the corpus with it; "
         "none: no alignment (the paper's ablation).")
-    warmup_fraction: float = _f(0.5, "Share of the extraction budget spent on the warm-up sample (0: no warm-up and no "
-                                "alignment).")
+    warmup_fraction: float = _f(0.0, "Share of the extraction budget spent on the warm-up sample (0: no warm-up and no "
+                                "alignment; the paper uses 0.5).")
     warmup_sampling: Literal["random", "targeted"] = _f(
         "random", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
         "the reference (3x the warm-up size), so the warm-up is spent mostly on target.")
@@ -83,7 +83,7 @@ class AlignConfig:
 class ClusterConfig:
     """faiss k-means over the (aligned) document vectors."""
 
-    k: int | None = _f(None, "Number of clusters (arms); None: about min(sqrt(N), warm-up docs / 4), within [2, 1000].")
+    k: int | None = _f(None, "Number of clusters (arms); None: about min(sqrt(N), budget / 8), within [2, 1000].")
     niter: int = _f(50, "k-means iterations.")
     max_points_per_centroid: int = _f(256, "faiss trains on at most k times this many sampled vectors.")
     nredo: int = _f(1, "Run k-means this many times with different seeds and keep the lowest-inertia result.")
@@ -99,16 +99,16 @@ class BanditConfig:
     clusters_per_round: int | None = _f(None, "Clusters pulled per round; None: k / 25 within [1, 50].")
     docs_per_pull: int = _f(10, "Unseen documents sampled from a cluster per pull.")
     prior: Literal["none", "similarity"] = _f(
-        "none", "Zero-cost prior per arm: similarity = the mean cosine to the reference of the documents the arm's "
+        "similarity", "Zero-cost prior per arm: similarity = the mean cosine to the reference of the documents the arm's "
         "next pull would take, mapped onto the reward scale by a line fitted on the warm-up's arms.")
-    prior_pulls: float = _f(1.0, "Weight of the prior, in pulls.")
+    prior_pulls: float = _f(3.0, "Weight of the prior, in pulls.")
     in_cluster: Literal["random", "similarity"] = _f(
-        "random", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
+        "similarity", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
     similarity: Literal["mean", "knn"] = _f(
-        "mean", "Zero-cost closeness of a document to the reference, for the targeted warm-up, in-cluster order and "
+        "knn", "Zero-cost closeness of a document to the reference, for the targeted warm-up, in-cluster order and "
         "priors: mean = mean cosine to the reference items (RDS+); knn = mean cosine to its similarity_k nearest "
         "reference items (closer to what the OT reward measures).")
-    similarity_k: int = _f(20, "Nearest reference items averaged by similarity: knn.")
+    similarity_k: int = _f(100, "Nearest reference items averaged by similarity: knn.")
     similarity_space: Literal["base", "aligned"] = _f(
         "base", "Where the similarity for in-cluster order and priors is measured: base embeddings, or the aligned "
         "space (adapter mode), where documents sit near the pairs they yield.")
