@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/selection.py
+	bash bench/selection_grid.sh
 
 clean:
 	rm -rf runs build src/*.egg-info .pytest_cache

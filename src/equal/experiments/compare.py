@@ -59,6 +59,7 @@ class ReplayContext:
     prior_vecs: np.ndarray | None = None
     sim: np.ndarray | None = None
     _sims: dict = field(default_factory=dict)
+    _rank_cache: dict = field(default_factory=dict)
     _reward: dict = field(default_factory=dict)
     _texts: list | None = None
 
@@ -71,7 +72,18 @@ class ReplayContext:
 
         key = (cfg.seed, cfg.score.reference_sample, cfg.score.prior_sample)
         if key not in self._reward:
-            reward, prior = reference_vectors(self.encode, self.run_pairs, cfg)
+            path = self.work_dir / "reference_n{}_s{}_r{}_p{}.npz".format(len(self.run_pairs), *key)
+            if path.exists():  # kept between compare runs on the same split
+                z = np.load(path)
+                reward, prior = z["reward"], z["prior"]
+            else:
+                from ..io import atomic_save_npz
+
+                # the prior sample does not depend on the seed: embed it once
+                reward, prior = reference_vectors(self.encode, self.run_pairs, cfg,
+                                                  only="reward" if self.prior_vecs is not None else None)
+                prior = self.prior_vecs if prior is None else prior
+                atomic_save_npz(path, reward=reward, prior=prior)
             self._reward[key] = reward
             if self.prior_vecs is None:
                 self.prior_vecs = prior
@@ -130,7 +142,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
         labels = np.zeros(ctx.n, dtype=np.int32)
         members = [recipe.ranking_order(cfg.policy, ctx.n, cfg.seed, sim=ctx.sim, doc_vecs=ctx.base,
                                         ref_vecs=ctx.prior_vecs, doc_texts=ctx.doc_texts,
-                                        ref_texts=[p.text() for p in ctx.run_pairs], n=plan.budget_docs)]
+                                        ref_texts=[p.text() for p in ctx.run_pairs], n=plan.budget_docs,
+                                        cache=ctx._rank_cache)]
     else:
         cc = cfg.cluster
         labels = kmeans(vectors, plan.k, cc.niter, cfg.seed, cc.max_points_per_centroid, cc.nredo).labels

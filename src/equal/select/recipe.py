@@ -84,8 +84,12 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
 def ranking_order(policy: str, n_docs: int, seed: int, sim: np.ndarray | None = None,
                   doc_vecs: np.ndarray | None = None, ref_vecs: np.ndarray | None = None,
                   doc_texts: Callable[[], Sequence[str]] | None = None, ref_texts: Sequence[str] | None = None,
-                  n: int | None = None) -> np.ndarray:
-    """The documents a ranking strategy extracts, in order (the first ``n``; all for ``full``)."""
+                  n: int | None = None, cache: dict | None = None) -> np.ndarray:
+    """The documents a ranking strategy extracts, in order (the first ``n``; all for ``full``).
+
+    ``cache`` (a dict) keeps the seed-independent scores (TSDS probabilities, DSIR weights) between calls
+    on the same corpus and reference."""
+    cache = {} if cache is None else cache
     n = n_docs if n is None else min(n, n_docs)
     if policy == "full":
         return np.arange(n_docs, dtype=np.int64)
@@ -96,12 +100,16 @@ def ranking_order(policy: str, n_docs: int, seed: int, sim: np.ndarray | None = 
     if policy == "tsds":
         from .tsds import tsds_order, tsds_probabilities
 
-        p = tsds_probabilities(doc_vecs, ref_vecs)
+        p = cache.get("tsds")
+        if p is None:
+            p = cache["tsds"] = tsds_probabilities(doc_vecs, ref_vecs)
         return np.asarray(tsds_order(p, n, np.random.default_rng([seed, 0x75D5])), dtype=np.int64)
     if policy == "dsir":
         from .dsir import dsir_log_weights, dsir_order
 
-        w = dsir_log_weights(doc_texts(), ref_texts)
+        w = cache.get("dsir")
+        if w is None:
+            w = cache["dsir"] = dsir_log_weights(doc_texts(), ref_texts)
         return np.asarray(dsir_order(w, n, np.random.default_rng([seed, 0xD512])), dtype=np.int64)
     raise ValueError(f"not a ranking strategy: {policy}")
 
