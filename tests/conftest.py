@@ -159,9 +159,10 @@ def slice_path(tmp_path_factory):
 # Flags every CLI run of the end-to-end tests shares: a shorter token limit and small checkpointed chunks.
 # End-to-end tests run with a warm-up (the shipped default spends none), so that every stage, the
 # warm-up and the alignment included, runs and can be killed; test_pipeline checks the shipped default.
-WITH_WARMUP = {"align.warmup_fraction": 0.5}
+# A smaller prior sample of the reference (the default embeds 1,000 items) keeps each run short.
+WITH_WARMUP = {"align.warmup_fraction": 0.5, "score.prior_sample": 200}
 CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64",
-            "--set", "align.warmup_fraction=0.5", "-q"]
+            "--set", "align.warmup_fraction=0.5", "--set", "score.prior_sample=200", "-q"]
 
 
 def equal_cli(*args, env=None, timeout=600, **popen):

@@ -84,6 +84,15 @@ class Embedder:
                                  convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
+    def encode_each(self, texts: Sequence[str]) -> np.ndarray:
+        """Like :meth:`encode`, but every text in a forward pass of its own (no padding), in one call: a
+        vector never depends on the other texts, so any grouping gives the same bits."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(list(texts), batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
 
 def normalize(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
@@ -147,6 +156,33 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
             tick(stop - start)
     del arr
     return np.load(path, mmap_mode="r")
+
+
+def embed_by_length(encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], block: int,
+                    path: Path | None = None, dim: int | None = None, chunk: int = 256, key: dict | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None, progress: bool = False,
+                    label: str = "embedding") -> np.ndarray:
+    """Vectors of ``texts`` (in their order) from one encode call per block of ``block`` texts taken in order
+    of decreasing length (a stable sort by characters: the grouping sentence-transformers makes inside one
+    encode call), so the result does not depend on how the work is split or interrupted, and batches stay
+    padded little. With ``path`` (and ``dim``), the blocks go to a resumable ``.npy`` memmap in checkpointed
+    chunks (:func:`embed_to_memmap`, whose rows are in length order); without it, all in memory."""
+    order = np.argsort(-np.array([len(t) for t in texts], dtype=np.int64), kind="stable")
+    by_len = [texts[int(i)] for i in order]
+    if path is None:
+        parts = [np.asarray(encode(by_len[s: s + block]), np.float32) for s in range(0, len(by_len), block)]
+        if not parts:
+            return np.asarray(encode([]), np.float32)
+        sorted_vecs = np.concatenate(parts)
+    else:
+        if dim is None:
+            raise ValueError("embed_by_length: dim is needed with path")
+        sorted_vecs = np.asarray(embed_to_memmap(path, len(by_len), dim, lambda a, b: by_len[a:b], encode,
+                                                 chunk=chunk, label=label, progress=progress, key=key, block=block,
+                                                 on_chunk=on_chunk))
+    out = np.empty_like(sorted_vecs)
+    out[order] = sorted_vecs
+    return out
 
 
 def chunk_boundaries(path: Path) -> list[int]:

@@ -38,7 +38,7 @@ from .align import AlignExamples, apply_adapter, train_adapter, train_full
 from .cluster import Clustering, kmeans
 from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
-from .embed import Embedder, embed_to_memmap, is_complete, map_rows
+from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, map_rows
 from .extract.base import EndpointDown, Extractor, make_extractor
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
                  read_jsonl)
@@ -406,11 +406,12 @@ class Pipeline:
             rows += int(prog.get("rows", 0))
         ref = 0
         if (self.state_dir / "reference.npz").exists():
-            try:
-                with np.load(self.state_dir / "reference.npz") as z:
-                    ref = int(len(z["reward"]) + len(z["prior"]))
-            except Exception:  # a torn file is rebuilt: nothing committed
-                ref = 0
+            with np.load(self.state_dir / "reference.npz") as z:
+                ref = int(len(z["reward"]) + len(z["prior"]))
+        else:  # chunks of the reference samples embedded so far
+            for name in ("reference_reward.npy", "reference_prior.npy"):
+                prog = read_json(self.state_dir / (name + ".progress.json"), {}) or {}
+                ref += int(prog.get("rows", 0))
         done = self.ck.get("work_committed", {})
         return {"embedded": rows, "reference": ref, **{k: int(done.get(k, 0)) for k in _CHECKPOINTED_KINDS},
                 "done": list(self.ck.get("done", []))}
@@ -447,7 +448,7 @@ class Pipeline:
             ref_vecs, prior_vecs = self._reference_vectors(reference.pairs)
         self.scorer = Scorer(ref_vecs, self.embedder.encode, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
         self.scorer.distance = self._counted_distance(self.scorer.distance)
-        self.env = LiveEnv(self.corpus.get, self._extract, self.embedder.encode, self.embedder.dim)
+        self.env = LiveEnv(self.corpus.get, self._extract, self.embedder.encode_each, self.embedder.dim)
 
         with self._timed("embed"):
             base = self._embed_corpus(self.embedder, "doc_vectors.npy")
@@ -479,10 +480,23 @@ class Pipeline:
         if path.exists():
             z = np.load(path)
             return z["reward"], z["prior"]
-        reward, prior = reference_vectors(self.embedder.encode, pairs, self.cfg)
-        self.work.add("reference", len(reward) + len(prior))
+        def encode(texts):
+            out = self.embedder.encode(texts)
+            self.work.add("reference", len(texts))
+            _hook("reference_block")
+            return out
+
+        def on_chunk(start: int, stop: int) -> None:  # the chunk is committed: a signal may stop us here
+            _hook("reference_chunk")
+            self._check_stop()
+
+        reward, prior = reference_vectors(encode, pairs, self.cfg, store=self.state_dir, dim=self.embedder.dim,
+                                          on_chunk=on_chunk, progress=self.progress)
         _hook("reference")
         atomic_save_npz(path, reward=reward, prior=prior)
+        for name in ("reward", "prior"):  # reference.npz holds them now
+            for f in (f"reference_{name}.npy", f"reference_{name}.npy.progress.json"):
+                (self.state_dir / f).unlink(missing_ok=True)
         return reward, prior
 
     def _counted_distance(self, distance):
@@ -861,14 +875,28 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, en
     return vectors
 
 
-def reference_vectors(encode, pairs: list[QAPair], cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """Embed the reward sample (seeded) and the prior sample (fixed) of the reference, each in one
-    encode call, so that a replay that calls this gets the same vectors bit for bit."""
+def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | None = None, dim: int | None = None,
+                      on_chunk=None, progress: bool = False, only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the reward sample (seeded) and the prior sample (fixed) of the reference, each in blocks of
+    ``embed.batch_size`` texts in order of decreasing length (:func:`equal.embed.embed_by_length`: the
+    grouping of one encode call over the sample), so that a replay that calls this gets the same vectors bit
+    for bit. With ``store`` (a folder) and ``dim``, each sample is embedded in checkpointed chunks of
+    ``embed.chunk_docs`` into ``store/reference_{reward,prior}.npy``, and an interrupted call resumes."""
     r_rows = recipe.reward_sample(len(pairs), cfg.score.reference_sample, cfg.seed)
     p_rows = recipe.prior_sample(len(pairs), cfg.score.prior_sample)
-    reward = encode([pairs[int(i)].text() for i in r_rows])
-    prior = encode([pairs[int(i)].text() for i in p_rows])
-    return np.asarray(reward, np.float32), np.asarray(prior, np.float32)
+    out = []
+    for name, rows in (("reward", r_rows), ("prior", p_rows)):
+        if only is not None and name != only:  # ``only="reward"``: the prior sample is seed-independent
+            out.append(None)
+            continue
+        texts = [pairs[int(i)].text() for i in rows]
+        path = key = None
+        if store is not None:
+            path = Path(store) / f"reference_{name}.npy"
+            key = {"sample": name, "texts": hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()}
+        out.append(embed_by_length(encode, texts, cfg.embed.batch_size, path, dim, cfg.embed.chunk_docs, key,
+                                   on_chunk, progress, f"embedding reference ({name})"))
+    return out[0], out[1]
 
 
 def arm_similarity(cfg: Config, vectors: np.ndarray, base_sim: np.ndarray, prior_vecs: np.ndarray,

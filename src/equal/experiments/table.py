@@ -25,7 +25,7 @@ import numpy as np
 from ..io import Journal, atomic_write_json, read_json
 from ..types import QAPair
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: every pair embedded in a forward pass of its own
 
 
 class TableError(ValueError):
@@ -104,7 +104,7 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
                 progress: bool = True, check_stop=None, say=print) -> Path:
     """Extract every document of ``corpus`` into a table at ``out`` (resuming a partial one with the same key).
 
-    ``extract(docs)`` returns one Extraction per document; ``encode(texts)`` embeds; ``key`` holds the
+    ``extract(docs)`` returns one Extraction per document; ``encode(texts)`` embeds each text on its own; ``key`` holds the
     extractor, embedder and corpus fingerprints that must match to resume or reuse.
     """
     from ..progress import bar
@@ -163,7 +163,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
         emb = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
         key = {"extractor": ex.fingerprint(), "embedder": emb.fingerprint(), "corpus": corpus.content_key(),
                "n_docs": len(corpus)}
-        build_table(out, corpus, ex.extract, emb.encode, emb.dim, key, batch=cfg.extract.batch_docs,
+        build_table(out, corpus, ex.extract, emb.encode_each, emb.dim, key, batch=cfg.extract.batch_docs,
                     progress=progress, say=say)
         stats = ex.stats()
         meta = read_json(out / "meta.json")

@@ -3,9 +3,9 @@
 An environment extracts the documents at some corpus rows and returns their
 pairs and the pairs' vectors. :class:`LiveEnv` calls the extractor and the
 embedder; :class:`ReplayEnv` reads an extraction table (``equal extract-all``)
-and costs nothing. Both embed a document's pairs in one encode call of their
-own (:func:`embed_pairs`), so a vector never depends on what else was pulled
-with it, and a replay matches a live run bit for bit.
+and costs nothing. Both embed every pair in a forward pass of its own
+(:func:`embed_pairs`), so a vector never depends on what else was pulled with
+it, and a replay matches a live run bit for bit.
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ class Env(Protocol):
         ...
 
 
-def embed_pairs(encode: Callable[[Sequence[str]], np.ndarray], pairs_per_doc: Sequence[Sequence[QAPair]],
+def embed_pairs(encode_each: Callable[[Sequence[str]], np.ndarray], pairs_per_doc: Sequence[Sequence[QAPair]],
                 dim: int) -> np.ndarray:
-    """Vectors of every pair, one encode call per document (batch composition fixed by document)."""
-    parts = [encode([p.text() for p in pairs]) for pairs in pairs_per_doc if pairs]
-    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, dim), np.float32)
+    """Vectors of every pair, document after document. ``encode_each`` must embed every text on its own
+    (:meth:`equal.embed.Embedder.encode_each`), so that a vector never depends on what was pulled with it."""
+    texts = [p.text() for pairs in pairs_per_doc for p in pairs]
+    return np.asarray(encode_each(texts), dtype=np.float32) if texts else np.zeros((0, dim), np.float32)
 
 
 def status_of(res: Extraction) -> str:
