@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 CHUNK = 128  # two encode blocks of 64 (embed.batch_size) per checkpointed chunk
 COMMON = ["--set", "embed.max_seq_length=128", "--set", f"embed.chunk_docs={CHUNK}", "--set", "embed.cache=false",
-          "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--budget", "0.3", "--seed", "3", "-q"]
+          "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5",
+          "--budget", "0.3", "--seed", "3", "-q"]
 
 
 def _cmd(corpus, out, *extra):
@@ -91,8 +92,8 @@ def unit_of(stage: str, summary: dict, clean: dict) -> dict:
     plan, cfg = summary["plan"], summary["config"]
     chunk = -(-cfg["embed"]["chunk_docs"] // cfg["embed"]["batch_size"]) * cfg["embed"]["batch_size"]
     unit = dict.fromkeys(WORK_KINDS, 0)
-    if stage in ("index", "load_embedder", "reference"):
-        unit["reference"] = clean["reference"]  # the reference is embedded (and saved) as one unit
+    if stage == "reference":
+        unit["reference"] = chunk  # the reference samples are embedded in checkpointed chunks too
     elif stage == "embed":
         unit["embedded"] = chunk
     elif stage == "warmup":
@@ -280,6 +281,39 @@ def test_embedding_chunk_size_and_interruptions_never_change_a_vector(embedder, 
     assert chunk_boundaries(tmp_path / "d.npy") == [64, 128, 200]
     prog = json.loads((tmp_path / "d.npy.progress.json").read_text())
     assert prog["block"] == 64 and prog["segments"] == [[0, 128, 64], [128, 200, 192]]
+
+
+def test_reference_embedding_is_checkpointed_and_equals_the_in_memory_one(embedder, tmp_path):
+    from equal import Config
+    from equal.reference import load_reference
+    from equal.run import reference_vectors
+
+    pairs = load_reference(str(REF_MATH)).pairs[:300]
+    cfg = Config(corpus="c", reference=str(REF_MATH)).replace(
+        **{"score.reference_sample": 40, "score.prior_sample": 150, "embed.chunk_docs": 64})
+    replay = reference_vectors(embedder.encode, pairs, cfg)  # what a replay computes, in memory
+    calls = []
+
+    def failing(t):
+        calls.append(len(t))
+        if len(calls) == 3:  # the reward sample (one chunk), then one chunk of the prior sample
+            raise KeyboardInterrupt
+        return embedder.encode(t)
+
+    with pytest.raises(KeyboardInterrupt):
+        reference_vectors(failing, pairs, cfg, store=tmp_path, dim=embedder.dim)
+    assert json.loads((tmp_path / "reference_reward.npy.progress.json").read_text())["rows"] == 40
+    assert json.loads((tmp_path / "reference_prior.npy.progress.json").read_text())["rows"] == 64
+    resumed_calls = []
+
+    def counting(t):
+        resumed_calls.append(len(t))
+        return embedder.encode(t)
+
+    live = reference_vectors(counting, pairs, cfg, store=tmp_path, dim=embedder.dim)
+    assert resumed_calls == [64, 22]  # only what was not committed
+    for a, b in zip(replay, live):
+        assert a.shape == b.shape and np.array_equal(a, b)
 
 
 def test_shared_embedding_cache_key_names_the_block_not_the_chunk(embedder, tmp_path):
