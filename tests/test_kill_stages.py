@@ -7,8 +7,9 @@ clustering, the step that writes the warm-up to the dataset, the rounds, finaliz
 only at the named points before and after commits (``tests/test_resume.py``). Where a kill landed is read
 from the run's work log (the last stage the killed process entered); a kill that lands after its stage
 (the stage ran faster than in the clean run) is undone (the run folder is put back) and tried again
-sooner. Every resume must end byte-identical to a clean run, and every kill must have thrown away at most
-one unit of work of its stage.
+sooner. After every kill, every file of the run folder but the journals reads back whole (written
+atomically); every resume must end byte-identical to a clean run, and every kill must have thrown away at
+most one unit of work of its stage.
 """
 
 import json
@@ -29,8 +30,8 @@ from test_resume import _same_outputs, check_no_work_redone, clean_work
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 FLAGS = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=128", "--set", "embed.cache=false",
-         "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--budget", "0.3", "--seed", "5",
-         "-q"]
+         "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5",
+         "--budget", "0.3", "--seed", "5", "-q"]
 # every stage a run goes through, in order; each is the target of one kill (two for the corpus embedding)
 TARGETS = ["index", "reference", "embed", "embed", "warmup", "align", "cluster", "warmup_written", "rounds",
            "finalize", "report"]
@@ -52,6 +53,33 @@ def stage_durations(run_dir: Path) -> dict[str, float]:
     end = next(e["t"] for e in events if e["event"] == "exit")
     times = [t for _, t in marks[1:]] + [end]
     return {stage: t1 - t0 for (stage, t0), t1 in zip(marks, times)}
+
+
+def check_files_whole(run_dir: Path) -> int:
+    """Every file of a killed run folder that is not a journal reads back whole: JSON and YAML parse, arrays
+    load, images open (files are written to a temporary file and renamed; a temporary file left by the
+    kill starts with a dot). Returns how many files were checked."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    n = 0
+    for p in sorted(Path(run_dir).rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".yaml":
+            yaml.safe_load(p.read_text())
+        elif p.suffix in (".npy", ".npz"):
+            np.load(p, mmap_mode="r") if p.suffix == ".npy" else dict(np.load(p))
+        elif p.suffix == ".png":
+            with Image.open(p) as im:
+                im.verify()
+        else:
+            continue
+        n += 1
+    return n
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +112,7 @@ def test_sigkill_at_random_moments_in_every_stage_then_resume(corpus300, tmp_pat
             landed = proc["stages"][-1] if r.returncode else "(finished)"
             if landed == target:
                 assert proc["exit"] is None, proc
+                assert check_files_whole(out) > 0
                 kills.append((target, round(delay, 4), landed))
                 break
             overshot.append((target, round(delay, 4), landed))

@@ -163,6 +163,7 @@ def test_sigkill_at_every_stage_then_resume_matches_a_clean_run(small_corpus, cl
     _same_outputs(ref_out, tmp_path / "timed")
     s = json.loads((out / "summary.json").read_text())
     assert s["docs_extracted"] == 120 and s["pairs"] == sum(1 for _ in open(out / "dataset.jsonl"))
+    assert [p["process"] for p in s["work"]] == list(range(len(kill_points) + 1))  # the work log, per process
     # work was resumed, not redone: each kill threw away at most one unit of its stage
     landed = check_no_work_redone(out, clean)
     assert len(landed) == len(kill_points)
