@@ -480,16 +480,7 @@ class Pipeline:
         if path.exists():
             z = np.load(path)
             return z["reward"], z["prior"]
-        def encode(texts):
-            out = self.embedder.encode(texts)
-            self.work.add("reference", len(texts))
-            _hook("reference_block")
-            return out
-
-        def on_chunk(start: int, stop: int) -> None:  # the chunk is committed: a signal may stop us here
-            _hook("reference_chunk")
-            self._check_stop()
-
+        encode, on_chunk = self._counted(self.embedder.encode, "reference", "reference")
         reward, prior = reference_vectors(encode, pairs, self.cfg, store=self.state_dir, dim=self.embedder.dim,
                                           on_chunk=on_chunk, progress=self.progress)
         _hook("reference")
@@ -561,17 +552,22 @@ class Pipeline:
         return {"indices": idx, "pair_doc": np.array([r["doc_index"] for r in recs], dtype=np.int64),
                 "vectors": vecs, "records": recs}
 
-    def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
-        def encode(texts):
-            out = embedder.encode(texts)
-            self.work.add("embedded", len(texts))
-            _hook("embed_block")
+    def _counted(self, encode, kind: str, point: str):
+        """``encode`` that counts its texts as work ``kind`` and passes the test kill point
+        ``<point>_block``, and a chunk callback (``<point>_chunk``) where a signal may stop the run."""
+        def counted(texts):
+            out = encode(texts)
+            self.work.add(kind, len(texts))
+            _hook(f"{point}_block")
             return out
 
-        def on_chunk(start: int, stop: int) -> None:  # the chunk is committed: a signal may stop us here
-            _hook("embed_chunk")
+        def on_chunk(start: int, stop: int) -> None:  # noqa: ARG001 - the chunk is committed
+            _hook(f"{point}_chunk")
             self._check_stop()
+        return counted, on_chunk
 
+    def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
+        encode, on_chunk = self._counted(embedder.encode, "embedded", "embed")
         self._check_stop()
         return embed_corpus(self.corpus, embedder, self.state_dir / name, self.cfg, encode=encode,
                             share=embedder is self.embedder, progress=self.progress, say=self.say,

@@ -214,7 +214,6 @@ def split_reference(n_items: int, eval_size: int) -> tuple[np.ndarray, np.ndarra
 def build_context(cfg: Config, table_dir: str | Path, out: Path, eval_size: int, progress: bool):
     from ..corpus import Corpus
     from ..embed import Embedder
-    from ..io import read_json
     from ..reference import load_reference
     from ..run import embed_corpus
 
@@ -240,7 +239,6 @@ def build_context(cfg: Config, table_dir: str | Path, out: Path, eval_size: int,
     eval_vecs = emb.encode([p.text() for p in eval_pairs])
     ctx = ReplayContext(corpus=corpus, table=table, rows_to_table=rows_to_table, base=base, run_pairs=run_pairs,
                         encode=emb.encode, work_dir=out / "state")
-    del read_json
     return ctx, eval_vecs
 
 
