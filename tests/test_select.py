@@ -122,6 +122,57 @@ def test_state_dict_round_trips(name):
                                                                                np.random.default_rng(0))
 
 
+def test_tracking_prior_fits_a_line_and_keeps_each_arm_s_residual():
+    # three pulls: (arm, x, reward) = (0, 0.5, 0.6), (1, 0.4, 0.3), (0, 0.3, 0.4)
+    g = Greedy(3)
+    g.track(np.array([0.5, 0.4, 0.2]), weight=1.0)
+    assert g.calibration() == (0.0, 1.0)  # no fit before three pulls: the similarity itself
+    assert np.allclose(g.means(), [0.5, 0.4, 0.2])
+    for arm, x, r in [(0, 0.5, 0.6), (1, 0.4, 0.3), (0, 0.3, 0.4)]:
+        g.update(arm, r, x=x)
+    # least squares by hand: mean x = 0.4, mean r = 13/30; cov = (0.1*(1/6) + 0 + (-0.1)(-1/30)) / 3 = 0.02/3;
+    # var x = 0.02/3, so b = 1 and a = 13/30 - 0.4 = 1/30
+    a, b = g.calibration()
+    assert a == pytest.approx(1 / 30) and b == pytest.approx(1.0)
+    g.set_next(np.array([0.25, 0.35, 0.2]))  # arm 0 took its best documents: its next ones are less similar
+    # residuals: arm 0: (0.6 - 1/30 - 0.5) + (0.4 - 1/30 - 0.3) = 2/15, over 2 pulls + 1 prior pull;
+    # arm 1: 0.3 - 1/30 - 0.4 = -2/15 over 1 + 1; arm 2: untried, no residual
+    expected = [1 / 30 + 0.25 + (2 / 15) / 3, 1 / 30 + 0.35 - (2 / 15) / 2, 1 / 30 + 0.2]
+    assert np.allclose(g.means(), expected)
+    # arm 1's next documents are the most similar (0.35), but its bad residual puts it level with arm 0
+    assert g.choose(3, ALL[:3], RNG) == [0, 1, 2]
+    q = Greedy(3)
+    q.load_state_dict(g.state_dict())
+    assert np.array_equal(q.means(), g.means())
+
+
+def test_tracking_prior_needs_the_covariate_and_falls_back_to_a_shift_for_a_falling_line():
+    g = UCB(2, 0.0)
+    g.track(np.array([0.5, 0.4]), weight=2.0)
+    with pytest.raises(ValueError, match="covariate"):
+        g.update(0, 0.5)
+    for x, r in [(0.5, 0.2), (0.4, 0.3), (0.3, 0.4)]:  # reward falls as similarity rises
+        g.update(0, r, x=x)
+    a, b = g.calibration()
+    assert b == 1.0 and a == pytest.approx(0.3 - 0.4)
+
+
+def test_loop_feeds_a_tracking_prior_the_next_documents_covariate():
+    table = _Table(60)
+    arms = [np.arange(j, 60, 4) for j in range(4)]
+    cov = np.linspace(1.0, 0.0, 60)  # earlier rows are "more similar"
+    g = Greedy(4)
+    g.track(np.zeros(4), weight=100.0)  # a heavy prior: the covariate decides
+    seen = []
+    run_loop(g, ReplayEnv(table), BatchOT(Scorer(table.vec[:5])), arms, 12, 1, 3, LoopState(pointers=[0] * 4),
+             SelectedPool(2, 50), seed=0, covariate=cov,
+             on_round=lambda rr, st: seen.extend(int(r) for p in rr.pulls for r in p.result.rows))
+    # the covariate falls with the row, so the best next pull is always the arm holding the lowest untaken rows;
+    # a prior fixed at the start would have pulled arm 0 (rows 0, 4, 8, 12, ...) again and again
+    assert seen == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
+    assert g.fit_stats[0] == 4 and g.x_sums.sum() == pytest.approx(sum(cov[r] for r in seen) / 3)
+
+
 # ---------------------------------------------------------------- rewards
 E1, E2 = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
 

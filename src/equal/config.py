@@ -93,15 +93,19 @@ class ClusterConfig:
 class BanditConfig:
     """The UCB loop over clusters."""
 
-    alpha: float = _f(0.02, "Exploration weight in DS_j = mean_j + alpha * sqrt(2 ln(sum T) / T_j).")
+    alpha: float = _f(0.005, "Exploration weight in DS_j = mean_j + alpha * sqrt(2 ln(sum T) / T_j) (the authors' "
+                      "code: 0.001).")
     alpha_schedule: Literal["constant", "paper"] = _f(
         "constant", "constant: alpha as given; paper: alpha = 1 / (sum T + 1).")
     clusters_per_round: int | None = _f(None, "Clusters pulled per round; None: k / 25 within [1, 50].")
-    docs_per_pull: int = _f(10, "Unseen documents sampled from a cluster per pull.")
-    prior: Literal["none", "similarity"] = _f(
-        "similarity", "Zero-cost prior per arm: similarity = the mean cosine to the reference of the documents the arm's "
-        "next pull would take, mapped onto the reward scale by a line fitted on the warm-up's arms.")
-    prior_pulls: float = _f(3.0, "Weight of the prior, in pulls.")
+    docs_per_pull: int = _f(5, "Unseen documents taken from a cluster per pull (the paper: 10).")
+    prior: Literal["none", "similarity", "tracking"] = _f(
+        "tracking", "Zero-cost prior per arm. similarity: fixed at the start, the similarity to the reference of the "
+        "documents the arm's first pull takes, mapped onto the reward scale by a line fitted on the warm-up's arms. "
+        "tracking: every round, a line fitted on all pulls so far (reward ~ similarity of the pulled documents) "
+        "applied to the similarity of the documents the arm's next pull would take, plus the arm's own residual.")
+    prior_pulls: float = _f(3.0, "Weight of the prior, in pulls (for tracking: how many pulls an arm's residual "
+                            "needs to count half).")
     in_cluster: Literal["random", "similarity"] = _f(
         "similarity", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
     similarity: Literal["mean", "knn"] = _f(

@@ -47,7 +47,7 @@ from .reference import ReferenceError, load_reference
 from .score import Scorer
 from .select import recipe
 from .select.envs import LiveEnv, PullResult
-from .select.loop import LoopState, RoundResult, run_loop
+from .select.loop import LoopState, RoundResult, next_covariate, run_loop
 from .select.policies import ArmStats
 from .select.rewards import SelectedPool, make_reward
 from .types import Document, Extraction, QAPair, RoundRecord
@@ -693,7 +693,9 @@ class Pipeline:
 
                 final = run_loop(policy, self.env, reward, members, plan.budget_docs, plan.clusters_per_round,
                                  plan.docs_per_pull, LoopState.from_dict(st), pool, cfg.seed, on_round=on_round,
-                                 check_stop=self._check_stop, cost=length_cost(self.corpus) if cfg.bandit.cost_aware else None)
+                                 check_stop=self._check_stop,
+                                 cost=length_cost(self.corpus) if cfg.bandit.cost_aware else None,
+                                 covariate=tracking_covariate(cfg, self.arm_sim))
                 if final.docs_used < plan.budget_docs:
                     self.say("every cluster is exhausted; stopping before the budget is spent")
             self._mark("bandit")
@@ -914,6 +916,13 @@ def align_adapter(base: np.ndarray, warm: dict[str, Any], cfg: Config) -> tuple[
     return train_adapter(doc_vecs, warm["vectors"], local, cfg.align, cfg.seed, progress=False)
 
 
+def tracking_covariate(cfg: Config, sim: np.ndarray | None) -> np.ndarray | None:
+    """The per-document covariate the loop feeds a tracking prior (None: no tracking prior)."""
+    if recipe.is_ranking(cfg.policy) or cfg.bandit.prior != "tracking":
+        return None
+    return sim
+
+
 def init_policy(policy: ArmStats, cfg: Config, plan: Plan, labels: np.ndarray, warm: dict[str, Any],
                 members: list[np.ndarray], sim: np.ndarray, scorer: Scorer) -> dict[str, Any]:
     """Start the arms from the warm-up (pseudo-pulls with the OT reward of each arm's warm-up pairs)
@@ -922,13 +931,21 @@ def init_policy(policy: ArmStats, cfg: Config, plan: Plan, labels: np.ndarray, w
         return {"arms": 0}
     info: dict[str, Any] = {"arms": 0}
     wa = None
+    if cfg.bandit.prior == "tracking":
+        policy.track(next_covariate(members, np.zeros(len(members)), sim, plan.docs_per_pull),
+                     cfg.bandit.prior_pulls)
     if len(warm["indices"]):
         wa = recipe.warmup_arm_rewards(labels, plan.k, warm["indices"], warm["pair_doc"], warm["vectors"],
                                        scorer.reward, plan.docs_per_pull)
+        warm_rows = np.asarray(warm["indices"])
         for j in np.flatnonzero(wa.docs):
-            policy.update(int(j), float(wa.reward[j]), pulls=int(wa.pseudo_pulls[j]))
+            x = float(np.mean(sim[warm_rows[labels[warm_rows] == j]]))
+            policy.update(int(j), float(wa.reward[j]), pulls=int(wa.pseudo_pulls[j]), x=x)
         info = {"arms": int((wa.docs > 0).sum()), "pseudo_pulls": int(wa.pseudo_pulls.sum())}
-    if cfg.bandit.prior == "similarity":
+    if cfg.bandit.prior == "tracking":
+        a, b = policy.calibration()
+        info["prior"] = {"kind": "tracking", "a": a, "b": b}
+    elif cfg.bandit.prior == "similarity":
         prior = recipe.arm_prior(members, sim, wa, labels, warm["indices"], plan.docs_per_pull)
         policy.set_prior(prior, cfg.bandit.prior_pulls)
         info["prior"] = {"min": float(prior.min()), "max": float(prior.max())}

@@ -118,7 +118,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     from ..align import apply_adapter
     from ..cluster import kmeans
     from ..embed import map_rows
-    from ..run import Plan, align_adapter, arm_similarity, init_policy, length_cost
+    from ..run import Plan, align_adapter, arm_similarity, init_policy, length_cost, tracking_covariate
     from ..score import Scorer
 
     if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align":
@@ -164,7 +164,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     state = LoopState(round=0, docs_used=len(warm_rows), pointers=[0] * len(members), policy=policy.state_dict())
     run_loop(policy, env, make_reward(cfg.bandit.reward, scorer), members, plan.budget_docs,
              plan.clusters_per_round, plan.docs_per_pull, state, pool, cfg.seed, on_round=on_round,
-             cost=length_cost(ctx.corpus) if cfg.bandit.cost_aware else None)
+             cost=length_cost(ctx.corpus) if cfg.bandit.cost_aware else None,
+             covariate=tracking_covariate(cfg, arm_sim))
     return Replay(rows=np.concatenate(rows).astype(np.int64), warmup=len(warm_rows),
                   vectors=np.concatenate(vecs) if vecs else np.zeros((0, ctx.table.dim), np.float32), rounds=rounds)
 

@@ -63,17 +63,32 @@ def round_rng(seed: int, round_no: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0x5E1EC7, round_no])
 
 
+def next_covariate(arms: list[np.ndarray], pointers, covariate: np.ndarray, docs_per_pull: int) -> np.ndarray:
+    """Per arm, the mean covariate of the documents its next pull would take (0 for an exhausted arm)."""
+    out = np.zeros(len(arms), dtype=np.float64)
+    for j, (rows, p) in enumerate(zip(arms, pointers)):
+        nxt = rows[int(p): int(p) + docs_per_pull]
+        if len(nxt):
+            out[j] = float(np.mean(covariate[nxt]))
+    return out
+
+
 def run_loop(policy: ArmStats, env: Env, reward: Reward, arms: list[np.ndarray], budget: int,
              clusters_per_round: int, docs_per_pull: int, state: LoopState, pool: SelectedPool, seed: int = 0,
              on_round: Callable[[RoundResult, LoopState], None] | None = None,
              check_stop: Callable[[], None] | None = None,
-             cost: Callable[[PullResult], float] | None = None) -> LoopState:
+             cost: Callable[[PullResult], float] | None = None,
+             covariate: np.ndarray | None = None) -> LoopState:
     """Pull until ``state.docs_used`` reaches ``budget`` or every arm is exhausted.
 
     ``arms[j]`` lists arm ``j``'s documents (corpus rows) in the order pulls take
     them; ``state.pointers[j]`` is how many are taken. ``cost`` (optional)
-    divides each reward, for cost-aware pulls. Returns the final state (also
-    passed to ``on_round`` after every round).
+    divides each reward, for cost-aware pulls. ``covariate`` (one value per
+    corpus row, e.g. similarity to the reference) feeds a tracking prior: each
+    round every arm gets the mean covariate of the documents its next pull would
+    take (derived from the pointers, so resuming needs nothing more), and each
+    pull reports the mean covariate of the documents it took. Returns the final
+    state (also passed to ``on_round`` after every round).
     """
     sizes = np.array([len(a) for a in arms], dtype=np.int64)
     pointers = np.asarray(state.pointers if state.pointers else np.zeros(len(arms)), dtype=np.int64)
@@ -86,6 +101,8 @@ def run_loop(policy: ArmStats, env: Env, reward: Reward, arms: list[np.ndarray],
         if not available.any():
             break
         round_no = state.round + 1
+        if covariate is not None:
+            policy.set_next(next_covariate(arms, pointers, covariate, docs_per_pull))
         scores = policy.scores()
         chosen = policy.choose(clusters_per_round, available, round_rng(seed, round_no))
         remaining = budget - state.docs_used
@@ -107,7 +124,7 @@ def run_loop(policy: ArmStats, env: Env, reward: Reward, arms: list[np.ndarray],
             r = float(reward(part.vectors, pool))
             if cost is not None:
                 r = r / max(cost(part), 1e-9)
-            policy.update(arm, r)
+            policy.update(arm, r, x=None if covariate is None else float(np.mean(covariate[rows])))
             pointers[arm] += len(rows)
             s = float(scores[arm])
             pulls.append(ArmPull(arm=arm, result=part, reward=r, score=s if math.isfinite(s) else None,

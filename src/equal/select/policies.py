@@ -12,6 +12,16 @@ Arms may start from a *prior* (:meth:`set_prior`): a mean and a weight in
 pseudo-pulls, e.g. from the similarity of an arm's documents to the reference
 (zero extraction cost). Real pulls add to it; the prior is kept apart so that
 ``pulls`` counts real pulls only.
+
+A *tracking* prior (:meth:`track`) follows a covariate instead: each round the
+loop gives every arm the similarity ``x`` of the documents its next pull would
+take, and every pull reports the ``x`` of the documents it took. The arm's mean
+is then a line fitted on all pulls so far, ``a + b * x_next``, plus the arm's
+own residual (its rewards minus what the line predicted for them), shrunk by
+the prior weight: ``mean_j = a + b x_next_j + sum_j (r - a - b x) / (T_j + w)``.
+What the rewards teach about one cluster stays with it, what they teach about
+similarity in general moves every arm, and an arm's value falls as its best
+documents are taken.
 """
 
 from __future__ import annotations
@@ -30,8 +40,8 @@ class ArmPolicy(Protocol):
         """Up to ``n`` distinct arms among those where ``available`` is True, best first."""
         ...
 
-    def update(self, arm: int, reward: float, pulls: int = 1) -> None:
-        """Record ``pulls`` pulls of ``arm`` with mean ``reward``."""
+    def update(self, arm: int, reward: float, pulls: int = 1, x: float | None = None) -> None:
+        """Record ``pulls`` pulls of ``arm`` with mean ``reward`` (``x``: their covariate, for a tracking prior)."""
         ...
 
     def scores(self) -> np.ndarray:
@@ -56,15 +66,51 @@ class ArmStats:
         self.sums = np.zeros(self.k, dtype=np.float64)
         self.prior_mean = np.zeros(self.k, dtype=np.float64)
         self.prior_weight = np.zeros(self.k, dtype=np.float64)
+        self.tracking = False
+        self.x_next = np.zeros(self.k, dtype=np.float64)  # covariate of each arm's next pull
+        self.x_sums = np.zeros(self.k, dtype=np.float64)  # sum of x over an arm's pulls
+        self.fit_stats = np.zeros(5, dtype=np.float64)  # over all pulls: n, sum x, sum r, sum x^2, sum x r
+
+    def track(self, x_next: np.ndarray, weight: float) -> None:
+        """Use a tracking prior worth ``weight`` pulls; ``x_next`` is each arm's covariate now."""
+        self.tracking = True
+        self.prior_weight = np.full(self.k, float(weight))
+        self.set_next(x_next)
+
+    def set_next(self, x_next: np.ndarray) -> None:
+        """The covariate of each arm's next pull (the loop calls this every round)."""
+        self.x_next = np.asarray(x_next, dtype=np.float64).copy()
+
+    def calibration(self) -> tuple[float, float]:
+        """(a, b) of the least-squares line reward ~ a + b x over all pulls; (0, 1) until three pulls
+        with distinct x; a shift with slope 1 when the fitted slope is not positive."""
+        n, sx, sr, sxx, sxr = self.fit_stats
+        if n < 3:
+            return 0.0, 1.0
+        var = sxx / n - (sx / n) ** 2
+        if var <= 1e-12:
+            return sr / n - sx / n, 1.0
+        b = (sxr / n - (sx / n) * (sr / n)) / var
+        if b <= 0:
+            return sr / n - sx / n, 1.0
+        return sr / n - b * sx / n, b
 
     def set_prior(self, mean: np.ndarray, weight: float | np.ndarray) -> None:
         """Start each arm from ``mean`` worth ``weight`` pulls (0 = no prior)."""
         self.prior_mean = np.asarray(mean, dtype=np.float64).copy()
         self.prior_weight = np.broadcast_to(np.asarray(weight, dtype=np.float64), (self.k,)).copy()
 
-    def update(self, arm: int, reward: float, pulls: int = 1) -> None:
+    def update(self, arm: int, reward: float, pulls: int = 1, x: float | None = None) -> None:
+        """Record ``pulls`` pulls of ``arm`` with mean ``reward``; ``x``: the covariate of the documents
+        pulled (needed by a tracking prior, ignored otherwise)."""
         self.pulls[arm] += pulls
         self.sums[arm] += float(reward) * pulls
+        if self.tracking:
+            if x is None:
+                raise ValueError("a tracking prior needs the covariate x of every pull")
+            x, r = float(x), float(reward)
+            self.x_sums[arm] += x * pulls
+            self.fit_stats += pulls * np.array([1.0, x, r, x * x, x * r])
 
     def counts(self) -> np.ndarray:
         """Real pulls plus prior pseudo-pulls."""
@@ -73,12 +119,21 @@ class ArmStats:
     def means(self) -> np.ndarray:
         """Posterior mean reward (prior included); nan for an arm with neither pulls nor prior."""
         n = self.counts()
+        if self.tracking:
+            a, b = self.calibration()
+            residual = self.sums - a * self.pulls - b * self.x_sums
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return a + b * self.x_next + np.where(n > 0, residual / np.where(n > 0, n, 1), 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, (self.sums + self.prior_mean * self.prior_weight) / np.where(n > 0, n, 1), np.nan)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pulls": self.pulls.tolist(), "sums": self.sums.tolist(),
-                "prior_mean": self.prior_mean.tolist(), "prior_weight": self.prior_weight.tolist()}
+        out = {"pulls": self.pulls.tolist(), "sums": self.sums.tolist(),
+               "prior_mean": self.prior_mean.tolist(), "prior_weight": self.prior_weight.tolist()}
+        if self.tracking:
+            out["tracking"] = {"x_next": self.x_next.tolist(), "x_sums": self.x_sums.tolist(),
+                               "fit_stats": self.fit_stats.tolist()}
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pulls = np.asarray(state["pulls"], dtype=np.int64)
@@ -86,6 +141,11 @@ class ArmStats:
         self.k = len(self.pulls)
         self.prior_mean = np.asarray(state.get("prior_mean", np.zeros(self.k)), dtype=np.float64)
         self.prior_weight = np.asarray(state.get("prior_weight", np.zeros(self.k)), dtype=np.float64)
+        tr = state.get("tracking")
+        self.tracking = tr is not None
+        self.x_next = np.asarray(tr["x_next"] if tr else np.zeros(self.k), dtype=np.float64)
+        self.x_sums = np.asarray(tr["x_sums"] if tr else np.zeros(self.k), dtype=np.float64)
+        self.fit_stats = np.asarray(tr["fit_stats"] if tr else np.zeros(5), dtype=np.float64)
 
     # ranking helper shared by the deterministic policies
     def _top(self, s: np.ndarray, n: int, available: np.ndarray) -> list[int]:
