@@ -57,9 +57,17 @@ def open_corpus(run_dir: Path, cfg: dict[str, Any]) -> Any:
     path = next((p for p in candidates if str(raw) and p.exists()), None)
     if path is None:
         return None
+    import shutil
+    import tempfile
+
     try:
         options = _from_dict(CorpusConfig, cfg.get("corpus_options") or {}, "corpus_options.")
-        return Corpus(path, options, index_dir=run_dir / "state")
+        # the run's saved index is read from a copy: a rebuilt one (the corpus file changed) never lands in state/
+        with tempfile.TemporaryDirectory(prefix="equal-inspect-") as tmp:
+            for name in ("corpus_index.json", "corpus_positions.npy"):
+                if (run_dir / "state" / name).is_file():
+                    shutil.copyfile(run_dir / "state" / name, Path(tmp) / name)
+            return Corpus(path, options, index_dir=Path(tmp))
     except (CorpusError, ValueError, OSError):
         return None
 
