@@ -78,6 +78,9 @@ def reward_heatmap(rounds: Sequence[dict[str, Any]]) -> bytes:
                    extent=(0.5, cols * width + 0.5, len(rows) - 0.5, -0.5))
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([str(c) for c in rows], fontsize=7 if len(rows) > 20 else 9)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round" + (f" ({width} rounds per column)" if width > 1 else ""))
     ax.set_ylabel("cluster")
     fig.colorbar(im, ax=ax, label="reward (1 - OT)")
