@@ -54,7 +54,7 @@ def test_report_html_is_self_contained_with_every_plot_a_valid_png(run_copy):
 
     page = (run_copy / "report.html").read_text(encoding="utf-8")
     imgs = _IMG.findall(page)
-    assert len(imgs) >= 6  # heat map, pulls, budget, OT, cluster map, stage times
+    assert len(imgs) == 5  # heat map, pulls, budget, OT, cluster map
     for tag in imgs:
         src = _SRC.search(tag).group(1)
         assert src.startswith("data:image/png;base64,"), src[:60]

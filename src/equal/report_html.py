@@ -141,17 +141,6 @@ def cluster_map(centroids: np.ndarray, sizes: Sequence[int], means: Sequence[flo
     return _png(fig)
 
 
-def stage_times(seconds: dict[str, float]) -> bytes:
-    import matplotlib.pyplot as plt
-
-    items = [(k, v) for k, v in seconds.items() if v > 0] or [("(none)", 0.0)]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(items) + 1.2))
-    ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="tab:blue")
-    ax.set_xlabel("seconds")
-    fig.tight_layout()
-    return _png(fig)
-
-
 def _table(rows: Sequence[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
@@ -235,7 +224,7 @@ def write_html(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, An
         ("final OT distance to reference", _fmt(summary.get("final_ot"))),
         ("OT after warm-up → end", f"{cy[0]:.4f} → {cy[-1]:.4f}" if cy else "n/a"),
     ])
-    cost_rows = [("extractor", ex.get("name"))] + [
+    cost_rows = [("extractor", ex.get("name")), ("extraction calls", summary.get("extraction_calls"))] + [
         (k.replace("_", " "), _fmt(ex[k])) for k in ("calls", "prompt_tokens", "completion_tokens", "cache_hits",
                                                      "retries", "failures", "wall_seconds", "estimated_cost")
         if k in ex]
@@ -245,7 +234,8 @@ def write_html(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, An
                  ("pass hygiene (what exports hold)", hyg.get("kept")),
                  ("exact duplicates", hyg.get("exact_duplicate")), ("near duplicates", hyg.get("near_duplicate")),
                  ("contaminated", hyg.get("contaminated")), ("drop report", hyg.get("report"))]
-                if "kept" in hyg else [("hygiene", hyg.get("error", "not recorded for this run"))])
+                if "kept" in hyg else [("hygiene", hyg.get("error", "not recorded: the run predates hygiene "
+                                                             "(equal export applies it)"))])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>equal run report: {html.escape(run_dir.name)}</title>
 <style>{_CSS}</style></head><body>
@@ -258,7 +248,8 @@ def write_html(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, An
 <h2>Best clusters by mean reward</h2>{_top_clusters(run_dir)}
 <h2>Hygiene</h2>{_table(hyg_rows)}
 <h2>Cost and time</h2><div class="grid"><div>{_table(cost_rows)}</div>
-{_img(stage_times(seconds), "time per stage", "Seconds per stage (summed over resumes).")}</div>
+<div>{_table([(f"{k} (s)", f"{v:.1f}") for k, v in seconds.items()])}<small>Seconds per stage, summed over
+resumes.</small></div></div>
 </body></html>
 """
     path = run_dir / "report.html"
