@@ -39,6 +39,9 @@ def _load_config(args: argparse.Namespace) -> Config:
     if getattr(args, "no_cache", False):
         overrides["extract.cache"] = False
     overrides.update(_parse_set(getattr(args, "set", None) or []))
+    if getattr(args, "decontaminate", None):
+        base = overrides.get("hygiene.decontaminate", cfg.hygiene.decontaminate) or []
+        overrides["hygiene.decontaminate"] = [*base, *args.decontaminate]
     return cfg.replace(**overrides) if overrides else cfg
 
 
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p_run, required=True)
     p_run.add_argument("--restart", action="store_true", help="Discard what is in --out and start over.")
     p_run.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
+    p_run.add_argument("--decontaminate", action="append", metavar="PATH",
+                       help="Evaluation set (JSONL) to decontaminate against, added to hygiene.decontaminate "
+                       "(repeatable).")
 
     p_all = sub.add_parser("extract-all", help="Extract every document once into an extraction table (for replays).",
                            description="Extract every document of the corpus once (resumable, through the "
@@ -101,8 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Reference items held out for evaluation (at most half the reference).")
     p_cmp.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
 
-    p_rep = sub.add_parser("report", help="(Re)write report.md and its PNG plots for a run folder.")
+    p_rep = sub.add_parser("report", help="(Re)write report.md, its PNG plots and report.html for a run folder.")
     p_rep.add_argument("run_dir", help="A run folder (the --out of `equal run`).")
+
+    p_exp = sub.add_parser("export", help="Export a run's pairs (after hygiene) for a trainer, with a dataset card.",
+                           description="Write the pairs of a finished run that pass hygiene (the run's config "
+                           "plus --decontaminate) into --out as train (and validation) files and README.md.")
+    p_exp.add_argument("run_dir", help="A finished run folder.")
+    p_exp.add_argument("--format", required=True, choices=["messages", "alpaca", "sharegpt", "parquet", "hf"],
+                       help="messages (OpenAI/TRL JSONL), alpaca, sharegpt, parquet, or hf (save_to_disk folder).")
+    p_exp.add_argument("--out", required=True, help="Output folder (new, empty, or an earlier export).")
+    p_exp.add_argument("--validation", type=float, help="Share of documents whose pairs form a validation split "
+                       "(default export.validation_fraction, 0).")
+    p_exp.add_argument("--seed", type=int, default=0, help="Seed of the train/validation split.")
+    p_exp.add_argument("--decontaminate", action="append", metavar="PATH", default=[],
+                       help="Evaluation set (JSONL) to decontaminate against, besides the run's (repeatable).")
+    p_exp.add_argument("--no-hygiene", action="store_true", help="Export every pair of dataset.jsonl.")
+    p_exp.add_argument("--license", help="Licence for the dataset card (default export.license).")
+
+    p_ins = sub.add_parser("inspect", help="Per cluster: size, pulls, mean reward, distinctive terms, sample documents.")
+    p_ins.add_argument("run_dir", help="A finished run folder.")
+    p_ins.add_argument("--cluster", type=int, help="Show this cluster only, with more samples.")
+    p_ins.add_argument("--top", type=int, default=10, help="Distinctive terms per cluster (default 10).")
 
     p_cfg = sub.add_parser("config", help="Print the effective config (defaults, YAML file and flags merged).")
     _add_run_flags(p_cfg, required=False)
@@ -122,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(write_report(args.run_dir))
         return 0
+    if args.command == "export":
+        return _cmd_export(args)
+    if args.command == "inspect":
+        return _cmd_inspect(args)
     try:
         cfg = _load_config(args)
         if args.command == "config":
@@ -150,6 +180,10 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     if missing:
         print(f"equal: error: missing {' and '.join('--' + m for m in missing)} (or set it in --config)", file=sys.stderr)
         return 2
+    absent = [p for p in cfg.hygiene.decontaminate if not Path(p).is_file()]
+    if absent:
+        print(f"equal: error: evaluation set not found: {absent[0]} (hygiene.decontaminate)", file=sys.stderr)
+        return 2
     try:
         result = run(cfg, progress=not args.quiet, restart=args.restart, messages=True)
     except Interrupted as e:
@@ -170,7 +204,11 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     print(f"dataset: {out / 'dataset.jsonl'} ({s['pairs']} pairs from {s['docs_extracted']} of {s['docs_total']} documents)")
     print(f"rounds:  {out / 'rounds.jsonl'} ({s['rounds']} rounds)")
     if (out / "report.md").exists():
-        print(f"report:  {out / 'report.md'}")
+        print(f"report:  {out / 'report.md'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else ""))
+    h = s.get("hygiene") or {}
+    if "kept" in h:
+        print(f"hygiene: {h['kept']} of {h['pairs']} pairs pass ({h['exact_duplicate']} exact and "
+              f"{h['near_duplicate']} near duplicates, {h['contaminated']} contaminated; {out / h['report']})")
     print(f"summary: {out / 'summary.json'} (final OT distance to the reference: "
           f"{s['final_ot']:.4f})" if s["final_ot"] is not None else f"summary: {out / 'summary.json'}")
     return 0
@@ -220,6 +258,34 @@ def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     print(f"results: {out / 'results.md'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export
+    from .hygiene import HygieneError
+
+    try:
+        res = export(args.run_dir, args.format, args.out, validation=args.validation, seed=args.seed,
+                     decontaminate=args.decontaminate, hygiene=not args.no_hygiene, license=args.license)
+    except (ExportError, HygieneError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    h = res.hygiene
+    print(f"export: {res.out} ({args.format}; {', '.join(f'{k} {n}' for k, n in res.splits.items())} pairs)")
+    print(f"hygiene: {h['kept']} of {h['pairs']} pairs kept; dropped {h['exact_duplicate']} exact duplicates, "
+          f"{h['near_duplicate']} near duplicates, {h['contaminated']} contaminated ({res.report})")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspection import InspectError, inspect_run
+
+    try:
+        sys.stdout.write(inspect_run(args.run_dir, cluster=args.cluster, top_terms=args.top))
+    except InspectError as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

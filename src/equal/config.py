@@ -187,6 +187,33 @@ class ExtractConfig:
 
 
 @dataclass
+class HygieneConfig:
+    """Dataset hygiene applied to what is exported (dataset.jsonl always keeps every extracted pair)."""
+
+    enabled: bool = _f(True, "Apply hygiene (deduplication and decontamination) to exports; counted in summary.json.")
+    dedup: bool = _f(True, "Drop exact duplicate QA pairs (same lower-cased words in question and answer).")
+    near_dedup: bool = _f(True, "Drop near-duplicate QA pairs (MinHash LSH, datasketch), keeping the first.")
+    near_threshold: float = _f(0.8, "Jaccard similarity of word shingles at or above which two pairs are "
+                               "near-duplicates.")
+    shingle_words: int = _f(3, "Words per shingle for near-duplicate detection.")
+    num_perm: int = _f(128, "MinHash permutations.")
+    decontaminate: list[str] = _f([], "Evaluation sets (JSONL of question/answer, prompt/output, "
+                                  "instruction/output or text items): a pair whose question or answer shares an "
+                                  "ngram-word sequence with any of their items is dropped.")
+    ngram: int = _f(13, "Decontamination n-gram length in words (a word is a lower-cased \\w+ token).")
+
+
+@dataclass
+class ExportConfig:
+    """`equal export`: the dataset card and the split."""
+
+    license: str | None = _f(None, "Licence of the exported dataset, written into the dataset card "
+                             "(e.g. cc-by-sa-4.0); null: 'unknown'.")
+    validation_fraction: float = _f(0.0, "Share of documents whose pairs go to the validation split "
+                                    "(split by document, seeded).")
+
+
+@dataclass
 class Config:
     """Everything a run needs. Flags of ``equal run`` override these fields."""
 
@@ -207,6 +234,8 @@ class Config:
     bandit: BanditConfig = field(default_factory=BanditConfig, metadata={"help": "Bandit loop."})
     score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "OT reward."})
     extract: ExtractConfig = field(default_factory=ExtractConfig, metadata={"help": "Extraction."})
+    hygiene: HygieneConfig = field(default_factory=HygieneConfig, metadata={"help": "Dataset hygiene."})
+    export: ExportConfig = field(default_factory=ExportConfig, metadata={"help": "Export and dataset card."})
 
     # ---------------------------------------------------------------- I/O
     @classmethod
@@ -278,6 +307,12 @@ class Config:
             raise ConfigError("bandit.epsilon must be in [0, 1]")
         if math.isnan(self.bandit.alpha) or self.bandit.alpha < 0:
             raise ConfigError("bandit.alpha must be >= 0")
+        if not 0 < self.hygiene.near_threshold <= 1:
+            raise ConfigError("hygiene.near_threshold must be in (0, 1]")
+        if self.hygiene.ngram < 1 or self.hygiene.shingle_words < 1 or self.hygiene.num_perm < 16:
+            raise ConfigError("hygiene.ngram and hygiene.shingle_words must be >= 1, hygiene.num_perm >= 16")
+        if not 0 <= self.export.validation_fraction < 1:
+            raise ConfigError("export.validation_fraction must be in [0, 1)")
 
 
 # Fields that do not change what a run produces (resume may differ in these).
@@ -336,6 +371,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
+    if get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -388,3 +427,8 @@ def iter_fields(cls: type = Config, prefix: str = ""):
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             yield prefix + f.name, default, f.metadata.get("help", "")
+
+
+# Hygiene and export settings never change dataset.jsonl, rounds or rewards: a resume may change them.
+NON_RESULT_FIELDS |= {name for name, _, _ in iter_fields(HygieneConfig, "hygiene.")}
+NON_RESULT_FIELDS |= {name for name, _, _ in iter_fields(ExportConfig, "export.")}

@@ -1,4 +1,5 @@
-"""The run report: ``report.md`` with PNG plots, written from the files of a run folder.
+"""The run report: ``report.md`` with PNG plots, and the self-contained ``report.html``
+(:mod:`equal.report_html`), written from the files of a run folder.
 
 Shows how the budget was spent (warm-up vs bandit, per round), the reward of
 each pull and the mean reward per cluster, and the OT distance of the growing
@@ -21,10 +22,13 @@ MAX_POINTS = 2000  # OT curve: larger cumulative sets are subsampled (seeded) to
 def ot_curve(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
     """OT distance of the dataset to the reference after the warm-up (round 0) and after each round."""
     state = run_dir / "state"
-    ref_path = state / "reference.npy"
-    if not ref_path.exists():
+    if (state / "reference.npz").exists():  # the reward sample of the reference (reference.npy in older runs)
+        with np.load(state / "reference.npz") as z:
+            ref = z["reward"]
+    elif (state / "reference.npy").exists():
+        ref = np.load(state / "reference.npy")
+    else:
         return [], []
-    ref = np.load(ref_path)
     dim = ref.shape[1]
     warm = np.fromfile(state / "warmup_vectors.f32", dtype=np.float32).reshape(-1, dim)
     bandit = np.fromfile(state / "bandit_vectors.f32", dtype=np.float32).reshape(-1, dim)
@@ -51,7 +55,7 @@ def ot_curve(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, Any]
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.md`` and ``report/*.png`` into the run folder; returns the report path."""
+    """Write ``report.md``, ``report/*.png`` and ``report.html`` into the run folder; returns report.md's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,4 +157,7 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
+    from .report_html import write_html
+
+    write_html(run_dir, summary, rounds, (cx, cy))
     return path

@@ -40,6 +40,7 @@ from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, map_rows
 from .extract.base import EndpointDown, Extractor, make_extractor
+from .hygiene import run_summary as hygiene_summary
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
                  read_jsonl)
 from .progress import bar
@@ -332,7 +333,7 @@ class Pipeline:
             import shutil
 
             for name in ("dataset.jsonl", "rounds.jsonl", "extracted.jsonl", "summary.json", "report.md",
-                         "config.yaml"):
+                         "config.yaml", "report.html", "hygiene_dropped.jsonl"):
                 (self.out / name).unlink(missing_ok=True)
             for folder in (self.state_dir, self.out / "model", self.out / "report"):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -777,6 +778,7 @@ class Pipeline:
                      "sizes": np.bincount(clustering.labels, minlength=clustering.k).tolist()},
             "config": self.cfg.to_dict(),
             "work": work_log(self.out),
+            "hygiene": hygiene_summary(self.out, self.cfg.hygiene),  # what exports keep; dataset.jsonl keeps all
         }
         atomic_write_json(self.out / "summary.json", summary)
         _hook("summary")
