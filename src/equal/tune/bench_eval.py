@@ -200,7 +200,7 @@ class HFGenerator:
             texts = [self._text(p) for p in prompts[start:start + self.batch_size]]
             enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.inference_mode():
-                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                gen = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=self.max_new_tokens, do_sample=False,
                                           eos_token_id=stop or None, pad_token_id=self.tok.pad_token_id)
             new = gen[:, enc["input_ids"].shape[1]:]
             out.extend(self.tok.batch_decode(new, skip_special_tokens=True))

@@ -108,16 +108,52 @@ def _kwargs(ref: ModelRef) -> dict[str, Any]:
     return {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
 
 
+def gguf_cache_dir(ref: ModelRef) -> Path:
+    """Where the de-quantised copy of a GGUF file is kept: ``<cache root>/gguf/<name>-<size>-<mtime>``.
+
+    The cache root is ``$XDG_CACHE_HOME/equal`` or ``~/.cache/equal`` (as for extractions). Converting a GGUF
+    file (tokenizer and tensors) takes tens of seconds on a CPU; the copy loads in about one.
+    """
+    assert ref.gguf_file is not None
+    st = (Path(ref.path) / ref.gguf_file).stat()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "equal" / "gguf"
+    return root / f"{Path(ref.gguf_file).stem}-{st.st_size}-{int(st.st_mtime)}"
+
+
+def _cached(ref: ModelRef, what: str) -> ModelRef:
+    """The cached copy's ref when it holds ``what`` (``tokenizer`` or ``model``), else ``ref``."""
+    if not ref.is_gguf:
+        return ref
+    d = gguf_cache_dir(ref)
+    return ModelRef(str(d)) if (d / f".{what}-done").is_file() else ref
+
+
+def _store(ref: ModelRef, what: str, obj: Any) -> None:
+    """Keep a converted GGUF tokenizer or model (as loaded: fp32 weights) in the cache; best effort."""
+    if not ref.is_gguf:
+        return
+    d = gguf_cache_dir(ref)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        obj.save_pretrained(str(d))
+        (d / f".{what}-done").write_text("", encoding="utf-8")
+    except OSError:
+        pass
+
+
 def load_tokenizer(ref: ModelRef | str, padding_side: str = "right"):
     """The tokenizer of a model or adapter folder, with a pad token and a chat-turn end as EOS."""
     from transformers import AutoTokenizer
 
     if isinstance(ref, str):
         ref = ModelRef(ref)
+    src = _cached(ref, "tokenizer")
     try:
-        tok = AutoTokenizer.from_pretrained(ref.path, **_kwargs(ref))
+        tok = AutoTokenizer.from_pretrained(src.path, **_kwargs(src))
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a tokenizer from {ref.describe()}: {e}") from None
+    if src is ref:
+        _store(ref, "tokenizer", tok)
     fix_special_tokens(tok)
     tok.padding_side = padding_side
     return tok
@@ -144,11 +180,16 @@ def load_causal_lm(ref: ModelRef, dtype: str = "float32", device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM
 
+    src = _cached(ref, "model")
+    convert = src is ref and ref.is_gguf  # a first GGUF load: keep the fp32 conversion in the cache
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype), **_kwargs(ref))
+        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch.float32 if convert else
+                                                     getattr(torch, dtype), **_kwargs(src))
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a causal LM from {ref.describe()}: {e}") from None
-    return model.to(device)
+    if convert:
+        _store(ref, "model", model)  # de-quantised weights, kept in fp32
+    return model.to(device=device, dtype=getattr(torch, dtype))
 
 
 def load_for_inference(spec: str | os.PathLike, device: str | None = None, dtype: str | None = None,
