@@ -249,7 +249,7 @@ def _smollm2():
 def test_smollm2_gguf_trains_saves_and_evaluates(tune_run, gsm8k20, tmp_path_factory, monkeypatch):
     """SmolLM2-135M-Instruct from its GGUF: a few LoRA steps on a repeated batch of the run's pairs, the
     adapter's record of the .gguf base, then `equal eval DIR` finding that base on its own."""
-    from equal.tune.models import gguf_cache_dir, resolve
+    from equal.tune.models import gguf_cache_dir, load_tokenizer, resolve
 
     gguf = _smollm2()
     tmp = tmp_path_factory.mktemp("smollm2")
@@ -263,6 +263,8 @@ def test_smollm2_gguf_trains_saves_and_evaluates(tune_run, gsm8k20, tmp_path_fac
     assert [r["step"] for r in steps] == [1, 2, 3] and steps[-1]["loss"] < steps[0]["loss"]
     assert json.loads((out / "base_model.json").read_text()) == {"path": str(gguf.parent), "gguf_file": gguf.name}
     assert (gguf_cache_dir(resolve(gguf)) / ".model-done").is_file()  # the next load skips the conversion
+    assert not (out / "tokenizer_config.json").exists()  # a GGUF tokenizer is read from the file, never saved
+    assert load_tokenizer(resolve(gguf))("Hello world!")["input_ids"] == [19556, 905, 17]  # SmolLM2's own BPE
     result_path = tmp / "eval.json"
     rc = main(["eval", str(out), "--benchmark", str(gsm8k20), "--kind", "gsm8k", "--limit", "2",
                "--max-new-tokens", "12", "--out", str(result_path)])

@@ -127,6 +127,7 @@ def _add_tune_parsers(sub) -> None:
     p.add_argument("--max-length", type=int, help="Token limit per sequence (default: 1024 on a GPU, 256 on a CPU).")
     p.add_argument("--lora-r", type=int, help="LoRA rank (default 16).")
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available).")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least one).")
     p.add_argument("--config", help="YAML file of train settings (top level or under 'train:').")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="Override a train setting, e.g. "
                    "--set packing=true --set target_modules=q_proj,v_proj (repeatable; see --show-config).")
@@ -145,6 +146,7 @@ def _add_tune_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch (default 8).")
     p.add_argument("--timeout", type=float, default=10.0, help="Seconds each code program may run (default 10).")
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available).")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least one).")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
                    help="auto: vLLM when installed and a GPU is present, else transformers.")
 
@@ -265,6 +267,9 @@ def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _missing_train_extra(e: ImportError) -> int:
+    if e.name == "vllm":
+        print("equal: error: --backend vllm needs vLLM: pip install vllm", file=sys.stderr)
+        return 2
     print(f"equal: error: {e.name or e} is not installed; training and evaluation need the extra: "
           "pip install 'equal[train]'", file=sys.stderr)
     return 2
@@ -280,7 +285,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         flags = {"max_steps": args.max_steps, "epochs": args.epochs, "learning_rate": args.lr,
                  "batch_size": args.batch_size, "max_length": args.max_length, "lora_r": args.lora_r,
-                 "device": args.device}
+                 "device": args.device, "threads": args.threads}
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(_parse_set(args.set or []))
         cfg = cfg.replace(**overrides) if overrides else cfg
@@ -312,7 +317,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         items = load_benchmark(args.benchmark, args.kind, limit=args.limit)
         max_new = args.max_new_tokens or (256 if args.kind == "gsm8k" else 512)
         generator, info = make_generator(args.model, max_new_tokens=max_new, batch_size=args.batch_size,
-                                         device=args.device, backend=args.backend)
+                                         device=args.device, backend=args.backend, threads=args.threads)
         result = evaluate(items, generator, args.kind, timeout=args.timeout, say=say)
     except ImportError as e:
         return _missing_train_extra(e)

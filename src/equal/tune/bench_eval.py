@@ -278,9 +278,12 @@ def evaluate(items: Sequence[Item], generator: Generator, kind: Kind, timeout: f
 
 
 def make_generator(spec: str, max_new_tokens: int = 256, batch_size: int = 8, device: str | None = None,
-                   backend: Literal["auto", "vllm", "transformers"] = "auto") -> tuple[Generator, dict[str, Any]]:
+                   backend: Literal["auto", "vllm", "transformers"] = "auto",
+                   threads: int | None = None) -> tuple[Generator, dict[str, Any]]:
     """A generator for a base model spec or an ``equal train`` adapter folder: vLLM when installed, else transformers."""
-    from .models import load_for_inference, pick_device
+    from .models import load_for_inference, pick_device, set_cpu_threads
+
+    n_threads = set_cpu_threads(threads)
 
     use_vllm = backend == "vllm" or (backend == "auto" and vllm_available() and pick_device(device).startswith("cuda"))
     if use_vllm:  # pragma: no cover - needs vLLM and a GPU
@@ -299,7 +302,7 @@ def make_generator(spec: str, max_new_tokens: int = 256, batch_size: int = 8, de
             {"base": ref.to_record(), "generator": "vllm"}
     model, tok, info = load_for_inference(spec, device=device)
     return HFGenerator(model, tok, max_new_tokens=max_new_tokens, batch_size=batch_size), \
-        {**info, "generator": "transformers"}
+        {**info, "generator": "transformers", "cpu_threads": n_threads}
 
 
 def write_result(result: EvalResult, path: str | os.PathLike) -> Path:

@@ -5,7 +5,7 @@ seeded share is held out for validation, and TRL's ``SFTTrainer`` trains a peft 
 the loss on the assistant's answers only. The output folder is the adapter itself:
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft)
-    tokenizer files                                  the tokenizer used (chat template included)
+    tokenizer files                                  the tokenizer used (not for a GGUF base: read from the file)
     base_model.json                                  the base model (folder or name, and the .gguf file)
     train_log.jsonl                                  {"step", "loss", ...} per step; {"step", "eval_loss"} per validation
     train_summary.json                               config, device, sizes, first/last loss, time, tokens/s
@@ -33,7 +33,8 @@ import yaml
 from ..config import ConfigError, _f, _from_dict, _yaml_lines
 from ..io import read_jsonl
 from ._io import read_records
-from .models import ModelRef, bf16_supported, load_causal_lm, load_tokenizer, pick_device, resolve, write_base_record
+from .models import (ModelRef, bf16_supported, load_causal_lm, load_tokenizer, pick_device, resolve, set_cpu_threads,
+                     write_base_record)
 
 MESSAGES_FILE = "messages.jsonl"
 LOG_FILE = "train_log.jsonl"
@@ -71,6 +72,8 @@ class TrainConfig:
     max_train_examples: int | None = _f(None, "Train on at most this many pairs (the first of the seeded shuffle); "
                                         "None: all. A small value with batch_size >= it repeats one batch (a smoke test).")
     device: str | None = _f(None, "Torch device (cuda, cpu, mps); None: cuda when available, else cpu.")
+    threads: int | None = _f(None, "CPU threads for torch; None: the idle cores (at least one), since threads "
+                             "beyond them slow every operation down on a shared machine.")
     seed: int = _f(0, "Seed for the split, the LoRA initialisation and the data order.")
 
     @classmethod
@@ -254,6 +257,7 @@ def train(run_dir: str | os.PathLike, model: str | os.PathLike, out: str | os.Pa
     ref: ModelRef = resolve(model)
     device = pick_device(cfg.device)
     rc = cfg.resolved(device)
+    threads = set_cpu_threads(rc.threads)
     set_seed(rc.seed)
 
     data = find_data(run_dir)
@@ -272,7 +276,7 @@ def train(run_dir: str | os.PathLike, model: str | os.PathLike, out: str | os.Pa
     losses: list[float] = []
     eval_losses: list[float] = []
 
-    say(f"model: {ref.describe()} on {device} ({'bf16' if rc.bf16 else 'fp32'})")
+    say(f"model: {ref.describe()} on {device} ({'bf16' if rc.bf16 else 'fp32'}, {threads} CPU threads)")
     tok = load_tokenizer(ref)
     base = load_causal_lm(ref, "bfloat16" if rc.bf16 else "float32", device)
     if rc.gradient_checkpointing:
@@ -319,14 +323,15 @@ def train(run_dir: str | os.PathLike, model: str | os.PathLike, out: str | os.Pa
     tokens = float(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
 
     trainer.model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
+    if not ref.is_gguf:  # a GGUF tokenizer does not survive save_pretrained (see models.load_tokenizer)
+        tok.save_pretrained(str(out))
     write_base_record(out, ref)
     shutil.rmtree(work, ignore_errors=True)
 
     summary = {
         "data": str(data), "base": ref.to_record(), "device": device,
         "dtype": "bfloat16" if rc.bf16 else "float32",
-        "param_device": str(next(trainer.model.parameters()).device),
+        "param_device": str(next(trainer.model.parameters()).device), "cpu_threads": threads,
         "config": dataclasses.asdict(rc), "train_examples": len(train_convs), "validation_examples": len(val_convs),
         "steps": int(trainer.state.global_step), "trainable_parameters": n_trainable,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
