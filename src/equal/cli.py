@@ -129,11 +129,51 @@ def build_parser() -> argparse.ArgumentParser:
     p_ins.add_argument("run_dir", help="A finished run folder.")
     p_ins.add_argument("--cluster", type=int, help="Show this cluster only, with more samples.")
     p_ins.add_argument("--top", type=int, default=10, help="Distinctive terms per cluster (default 10).")
+    _add_tune_parsers(sub)
 
     p_cfg = sub.add_parser("config", help="Print the effective config (defaults, YAML file and flags merged).")
     _add_run_flags(p_cfg, required=False)
     p_cfg.add_argument("--show", action="store_true", help="Print the effective config as commented YAML (default).")
     return parser
+
+
+def _add_tune_parsers(sub) -> None:
+    p = sub.add_parser("train", help="Fine-tune a model with a LoRA adapter on a run's pairs (needs equal[train]).",
+                       description="Supervised fine-tuning (TRL SFTTrainer + peft LoRA) on the run's chat messages "
+                       "(RUN_DIR/messages.jsonl, written from dataset.jsonl when missing). DIR receives the adapter, "
+                       "the tokenizer, base_model.json, train_log.jsonl and train_summary.json.")
+    p.add_argument("run_dir", help="A run folder (or a messages .jsonl file, or an export folder with train.jsonl).")
+    p.add_argument("--model", required=True, help="Base model: a Hugging Face folder or name, or a .gguf file.")
+    p.add_argument("--out", required=True, help="Output folder: the adapter itself.")
+    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
+    p.add_argument("--epochs", type=float, help="Passes over the training split.")
+    p.add_argument("--lr", type=float, help="Peak learning rate.")
+    p.add_argument("--batch-size", type=int, help="Sequences per batch (default: 8 on a GPU, 4 on a CPU).")
+    p.add_argument("--max-length", type=int, help="Token limit per sequence (default: 1024 on a GPU, 256 on a CPU).")
+    p.add_argument("--lora-r", type=int, help="LoRA rank (default 16).")
+    p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available).")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least one).")
+    p.add_argument("--config", help="YAML file of train settings (top level or under 'train:').")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="Override a train setting, e.g. "
+                   "--set packing=true --set target_modules=q_proj,v_proj (repeatable; see --show-config).")
+    p.add_argument("--show-config", action="store_true", help="Print the effective train settings and exit.")
+
+    p = sub.add_parser("eval", help="Score a base model or a trained adapter on a JSONL benchmark (needs equal[train]).",
+                       description="Greedy generation on a benchmark: gsm8k (exact match of the final number after "
+                       "'####') or code (pass@1: each completion runs against the item's tests in a subprocess with a "
+                       "time limit and no network). vLLM when installed (and a GPU), transformers otherwise.")
+    p.add_argument("model", help="An `equal train` output folder, a Hugging Face folder or name, or a .gguf file.")
+    p.add_argument("--benchmark", required=True, help="JSONL benchmark file.")
+    p.add_argument("--kind", required=True, choices=["gsm8k", "code"], help="How items are read and scored.")
+    p.add_argument("--limit", type=int, help="Score only the first N items.")
+    p.add_argument("--out", help="Write the result (score, n, per-item results) to this JSON file.")
+    p.add_argument("--max-new-tokens", type=int, help="Generation limit per item (default: 256 gsm8k, 512 code).")
+    p.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch (default 8).")
+    p.add_argument("--timeout", type=float, default=10.0, help="Seconds each code program may run (default 10).")
+    p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available).")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least one).")
+    p.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                   help="auto: vLLM when installed and a GPU is present, else transformers.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_export(args)
     if args.command == "inspect":
         return _cmd_inspect(args)
+    if args.command in ("train", "eval"):
+        return _cmd_train(args) if args.command == "train" else _cmd_eval(args)
     try:
         cfg = _load_config(args)
         if args.command == "config":
@@ -286,6 +328,72 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except InspectError as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _missing_train_extra(e: ImportError) -> int:
+    if e.name == "vllm":
+        print("equal: error: --backend vllm needs vLLM: pip install vllm", file=sys.stderr)
+        return 2
+    print(f"equal: error: {e.name or e} is not installed; training and evaluation need the extra: "
+          "pip install 'equal[train]'", file=sys.stderr)
+    return 2
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from .tune.models import ModelError
+        from .tune.train import TrainConfig, TrainError, train
+    except ImportError as e:
+        return _missing_train_extra(e)
+    try:
+        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+        flags = {"max_steps": args.max_steps, "epochs": args.epochs, "learning_rate": args.lr,
+                 "batch_size": args.batch_size, "max_length": args.max_length, "lora_r": args.lora_r,
+                 "device": args.device, "threads": args.threads}
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides.update(_parse_set(args.set or []))
+        cfg = cfg.replace(**overrides) if overrides else cfg
+        if args.show_config:
+            sys.stdout.write(cfg.to_yaml())
+            return 0
+        result = train(args.run_dir, args.model, args.out, cfg, say=lambda m: print(m, file=sys.stderr))
+    except ImportError as e:
+        return _missing_train_extra(e)
+    except (ConfigError, ModelError, TrainError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(f"adapter: {result.out} ({s['steps']} steps on {s['device']}, {s['seconds']:.0f}s)")
+    print(f"loss:    {s['first_loss']:.4f} -> {s['last_loss']:.4f} (first and last step)"
+          + (f"; validation {s['eval_loss']:.4f}" if s["eval_loss"] is not None else ""))
+    print(f"log:     {result.out / 'train_log.jsonl'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        from .tune.bench_eval import evaluate, load_benchmark, make_generator, write_result
+        from .tune.models import ModelError
+    except ImportError as e:
+        return _missing_train_extra(e)
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        items = load_benchmark(args.benchmark, args.kind, limit=args.limit)
+        max_new = args.max_new_tokens or (256 if args.kind == "gsm8k" else 512)
+        generator, info = make_generator(args.model, max_new_tokens=max_new, batch_size=args.batch_size,
+                                         device=args.device, backend=args.backend, threads=args.threads)
+        result = evaluate(items, generator, args.kind, timeout=args.timeout, say=say)
+    except ImportError as e:
+        return _missing_train_extra(e)
+    except (ModelError, ValueError, OSError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    result.meta.update(model=str(args.model), benchmark=str(args.benchmark), max_new_tokens=max_new, **info)
+    if args.out:
+        write_result(result, args.out)
+        say(f"result: {args.out}")
+    print(f"{args.kind}: {result.score:.4f} ({result.correct}/{result.n})")
     return 0
 
 
