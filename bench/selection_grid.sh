@@ -10,12 +10,15 @@ DATA=${EQUAL_SHARED_DATA:-../shared/data}
 TABLE=${TABLE:-runs/table-heuristic}
 EQ=${EQUAL:-.venv/bin/equal}
 $EQ extract-all --corpus "$DATA/corpus.jsonl" --out "$TABLE" -q
-PAPER="align.warmup_fraction=0.5;align.warmup_sampling=random;bandit.prior=none;bandit.in_cluster=random;bandit.similarity=mean"
+PAPER="align.warmup_fraction=0.5;align.warmup_sampling=random;bandit.prior=none;bandit.in_cluster=random;bandit.similarity=mean;bandit.docs_per_pull=10;bandit.alpha=0.02"
 ABLATION="equal,avg-sim"
 ABLATION+=",equal[$PAPER]"                                                       # the paper's setting
 ABLATION+=",equal[$PAPER;bandit.prior=similarity]"                               # + zero-cost prior
 ABLATION+=",equal[$PAPER;bandit.in_cluster=similarity]"                          # + in-cluster ranking
 ABLATION+=",equal[$PAPER;align.warmup_fraction=0.1;align.warmup_sampling=targeted]"  # + small targeted warm-up
+ABLATION+=",equal[bandit.prior=similarity]"                                     # a prior fixed at the start (the last default)
+ABLATION+=",equal[bandit.prior=similarity;bandit.docs_per_pull=10;bandit.alpha=0.02]"  # the last default as it was
+ABLATION+=",equal[bandit.docs_per_pull=10]"                                    # 10 documents per pull (the paper)
 ABLATION+=",equal[bandit.similarity=mean]"                                       # default, mean instead of kNN similarity
 ABLATION+=",equal[bandit.prior=none]"                                            # default without the prior
 ABLATION+=",equal[bandit.in_cluster=random]"                                     # default without in-cluster ranking
