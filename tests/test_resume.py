@@ -348,3 +348,22 @@ def test_shared_embedding_cache_key_names_the_block_not_the_chunk(embedder, tmp_
     assert len(list((tmp_path / "cache" / "embeddings").iterdir())) == 2
     assert json.loads((tmp_path / "r3" / "v.npy.progress.json").read_text())["block"] == 32
     assert np.allclose(first, third, atol=1e-5)
+
+
+def test_restarting_an_embedding_never_rewrites_a_hard_linked_finished_file(tmp_path):
+    # A finished corpus embedding is hard-linked into the shared cache and other run folders; restarting
+    # one path (another key) must write a new file, not truncate the shared one in place.
+    from equal.embed import embed_to_memmap
+
+    def encode(texts):
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    a = tmp_path / "run_a" / "doc_vectors.npy"
+    first = np.array(embed_to_memmap(a, 6, 2, lambda s, e: ["x" * i for i in range(s, e)], encode, chunk=2,
+                                     progress=False, key={"model": "m1"}))
+    linked = tmp_path / "cache.npy"
+    os.link(a, linked)
+    embed_to_memmap(a, 6, 2, lambda s, e: ["yy" * i for i in range(s, e)], encode, chunk=2, progress=False,
+                    key={"model": "m2"})
+    assert np.array_equal(np.load(linked), first)  # the shared file is untouched
+    assert np.load(a)[3, 0] == 6.0  # the restarted path holds the new vectors

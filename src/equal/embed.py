@@ -128,7 +128,7 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
     same = state.get("key") == key and state.get("shape") == [n, dim] and int(state.get("block", block)) == block
     done = int(state.get("rows", 0)) if same else 0
     if done and path.exists():
-        arr = np.load(path, mmap_mode="r+")
+        arr = np.load(path, mmap_mode="r+" if done < n else "r")  # a finished file is never written to
         if done < n:
             done -= done % block  # always a block boundary (it is, unless the file was edited by hand)
         segments = [list(s) for s in state.get("segments", [])]
@@ -136,6 +136,9 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
         done = 0
         segments = []
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A new file, never the old one rewritten in place: a finished embedding may be a hard link to the
+        # shared cache (and to other run folders), which truncating it would zero for all of them.
+        path.unlink(missing_ok=True)
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
         atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0, "block": block, "segments": []})
     with bar(label, total=n, enabled=progress) as tick:
