@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
-
-from ..config import ConfigError, _f, _from_dict, _yaml_lines
+from ..config import ConfigError, _f, _from_dict, _yaml_lines, read_yaml_mapping
 from ..io import read_jsonl
 from ._io import read_records
 from .models import (ModelRef, bf16_supported, load_causal_lm, load_tokenizer, pick_device, resolve, set_cpu_threads,
@@ -87,16 +85,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_mapping(path))
 
     def replace(self, **values: Any) -> "TrainConfig":
         d = dataclasses.asdict(self)
