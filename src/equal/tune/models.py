@@ -136,10 +136,24 @@ def _store(ref: ModelRef, what: str, obj: Any) -> None:
     d = gguf_cache_dir(ref)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        obj.save_pretrained(str(d))
+        try:
+            obj.save_pretrained(str(d))
+        except ValueError:  # newer transformers refuse to save a model loaded from GGUF ("quantized with gguf")
+            _save_dequantised(obj, d)
         (d / f".{what}-done").write_text("", encoding="utf-8")
     except OSError:
         pass
+
+
+def _save_dequantised(model: Any, d: Path) -> None:
+    """Save a GGUF-loaded model's (already de-quantised) weights and its config without the GGUF
+    quantization entry, so that ``from_pretrained(d)`` loads it as a plain model."""
+    from safetensors.torch import save_model
+
+    cfg = json.loads(model.config.to_json_string())
+    cfg.pop("quantization_config", None)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    save_model(model, str(d / "model.safetensors"))
 
 
 def load_tokenizer(ref: ModelRef | str, padding_side: str = "right"):
@@ -189,6 +203,12 @@ def load_causal_lm(ref: ModelRef, dtype: str = "float32", device: str = "cpu"):
         raise ModelError(f"cannot load a causal LM from {ref.describe()}: {e}") from None
     if convert:
         _store(ref, "model", model)  # de-quantised weights, kept in fp32
+        if getattr(model, "hf_quantizer", None) is not None:
+            # newer transformers keep a GGUF-loaded model marked "quantized" and refuse to train it: load
+            # the plain copy just stored instead
+            cached = _cached(ref, "model")
+            if cached is not ref:
+                model = AutoModelForCausalLM.from_pretrained(cached.path, dtype=torch.float32)
     return model.to(device=device, dtype=getattr(torch, dtype))
 
 
