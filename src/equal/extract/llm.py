@@ -954,6 +954,11 @@ class OpenAIExtractor:
                     resp = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
             except TimeoutError:
                 return self._failed("timeout", True)
+            except asyncio.CancelledError:
+                # stopped in flight (the breaker tripped, or the run was interrupted): the request was sent and
+                # counted in `calls`, so it is counted here too and every call has an outcome
+                self._errors["cancelled"] += 1
+                raise
             except openai.APIConnectionError as e:  # APITimeoutError included
                 return self._failed(_transport_reason(e), True)
             except openai.APIStatusError as e:
