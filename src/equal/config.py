@@ -194,7 +194,9 @@ class ExtractConfig:
 class Config:
     """Everything a run needs. Flags of ``equal run`` override these fields."""
 
-    corpus: str = _f("", "Corpus path: JSONL file, Parquet file or folder, or a Hugging Face dataset saved to disk.")
+    corpus: str = _f("", "Corpus path: JSONL file (.jsonl.gz / .jsonl.zst too), Parquet file or folder, a folder or glob "
+                     "of JSONL / Parquet shards (read as one corpus, in path order), or a Hugging Face dataset saved "
+                     "to disk.")
     reference: str = _f("", "Reference set: JSONL of {question, answer} (or prompt/output, instruction/output).")
     out: str = _f("runs/equal", "Run folder; running again with the same folder resumes.")
     budget: float = _f(0.1, "Extraction budget: a fraction of the corpus (<= 1) or a number of documents (> 1). "

@@ -120,13 +120,17 @@ class Embedder:
             raise EmbedderError(f"cannot load embedding model '{model}': {type(e).__name__}: {e}"[:500]) from None
         if max_seq_length:
             self.model.max_seq_length = int(max_seq_length)
+        self.half = str(self.device).startswith("cuda")
+        if self.half:
+            self.model.half()  # fp16 on GPU: twice the throughput, vectors normalised to float32 after
         self.batch_size = batch_size
         getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(getdim())
 
     def fingerprint(self) -> str:
         """The model's files (:func:`model_digest`) and token limit: equal fingerprints, equal vectors."""
-        h = hashlib.sha1(f"st|{model_digest(self.path)}|{self.model.max_seq_length}".encode())
+        fp16 = "|fp16" if self.half else ""  # fp16 vectors differ from fp32 ones: never shared with them
+        h = hashlib.sha1(f"st|{model_digest(self.path)}|{self.model.max_seq_length}{fp16}".encode())
         return h.hexdigest()[:16]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -244,7 +248,7 @@ class StaticEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(list(texts), max_length=self.max_seq_length, batch_size=max(1024, self.batch_size),
+        vecs = self.model.encode(list(texts), max_length=self.max_seq_length, batch_size=self.batch_size,
                                  normalize=False, use_multiprocessing=False, show_progress_bar=False)
         return normalize(np.asarray(vecs, dtype=np.float32))
 
