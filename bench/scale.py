@@ -79,13 +79,16 @@ def run_once(corpus: Path, out: Path, cache_dir: Path, extra: list[str]) -> dict
            str(DATA / "reference_math.jsonl"), "--out", str(out), "--embedder", "static", "--extractor", "heuristic",
            "--clusters", "1000", "--budget", "0.01", "--cache-dir", str(cache_dir), "--restart", "-q", *extra]
     t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"equal run failed:\n{r.stderr[-4000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "peak_rss_mib": peak_kib / 1024, "summary": summary}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_kib / 1024, "summary": summary}
 
 
 def main() -> None:
@@ -111,7 +114,8 @@ def main() -> None:
         per_doc = {k: v for k, v in secs.items() if k in ("index", "embed", "align", "cluster")}
         print(f"\nN = {n:,} documents ({json.loads((corpus / 'DONE').read_text())['shards']} shards; corpus built "
               f"in {build_s:.0f} s, not counted)")
-        print(f"  total wall time {res['wall_s']:.1f} s, peak RSS {res['peak_rss_mib']:.0f} MiB")
+        print(f"  total wall time {res['wall_s']:.1f} s (CPU time {res['cpu_s']:.0f} s; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end), peak RSS {res['peak_rss_mib']:.0f} MiB")
         for k, v in secs.items():
             rate = f"{n / v:,.0f} docs/s" if k in per_doc and v > 0 else ""
             if k == "bandit" and v > 0:
@@ -121,7 +125,8 @@ def main() -> None:
             print(f"  {k:14s} {v:9.1f} s  {rate}")
         print(f"  k={s['plan']['k']}, {s['rounds']} rounds, {s['docs_extracted']} documents extracted, "
               f"{s['pairs']} pairs, final OT {s['final_ot']:.4f}")
-        results.append({"docs": n, "wall_s": round(res["wall_s"], 1), "peak_rss_mib": round(res["peak_rss_mib"]),
+        results.append({"docs": n, "wall_s": round(res["wall_s"], 1), "cpu_s": round(res["cpu_s"], 1),
+                        "peak_rss_mib": round(res["peak_rss_mib"]),
                         "stage_seconds": secs})
     if len(results) > 1:
         a, b = results[0], results[-1]

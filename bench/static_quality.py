@@ -6,8 +6,8 @@ both runs (so the two are on one scale, and neither is judged by the embedder it
 
 * on target: the share of extracted documents (warm-up and rounds) whose `domain` label is the target
   (the label is read here only, never by the run);
-* OT: exact EMD, cosine cost, between the run's pairs (at most 2,000, sampled) and a seeded sample of
-  2,000 reference items (all of them for code).
+* OT: exact EMD, cosine cost, between the run's pairs (at most --judge-pairs, sampled) and a seeded sample
+  of --judge-ref reference items (all of them for code).
 
 Also reports the embedding stage's time. Runs with a warm-up (align.warmup_fraction 0.5) so that the
 adapter alignment runs too, and without (the shipped default).
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--targets", default="math,code")
     ap.add_argument("--budget", type=float, default=0.1)
     ap.add_argument("--warmup", default="0,0.5", help="align.warmup_fraction values to run")
+    ap.add_argument("--judge-ref", type=int, default=1000, help="reference items (sampled) the judge OT uses")
+    ap.add_argument("--judge-pairs", type=int, default=1000, help="at most this many of a run's pairs (sampled)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "static_quality"))
     args = ap.parse_args()
 
@@ -55,7 +57,7 @@ def main() -> None:
         ref_path = DATA / f"reference_{target}.jsonl"
         pairs = load_reference(ref_path).pairs
         rng = np.random.default_rng(0xE5A1)
-        pick = np.sort(rng.choice(len(pairs), min(2000, len(pairs)), replace=False))
+        pick = np.sort(rng.choice(len(pairs), min(args.judge_ref, len(pairs)), replace=False))
         ref_vecs = judge.encode([pairs[int(i)].text() for i in pick])
         for warm in [float(w) for w in args.warmup.split(",")]:
             for seed in [int(s) for s in args.seeds.split(",")]:
@@ -71,9 +73,9 @@ def main() -> None:
                     on = float(np.mean([labels.get(i) == target for i in ids]))
                     ds = list(read_jsonl(out / "dataset.jsonl"))
                     texts = [QAPair(r["question"], r["answer"]).text() for r in ds]
-                    if len(texts) > 2000:
+                    if len(texts) > args.judge_pairs:
                         texts = [texts[int(i)] for i in np.sort(np.random.default_rng(seed).choice(
-                            len(texts), 2000, replace=False))]
+                            len(texts), args.judge_pairs, replace=False))]
                     ot = ot_distance(judge.encode(texts), ref_vecs, "cosine", "emd") if texts else float("nan")
                     s = res.summary
                     row = {"target": target, "warmup": warm, "seed": seed, "embedder": emb,
