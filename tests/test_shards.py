@@ -51,6 +51,7 @@ def write_shards(folder: Path, recs: list[dict], bad: bool = True) -> list[Path]
             p.write_bytes(body)
         paths.append(p)
     (folder / "README.txt").write_text("not a shard")  # ignored
+    (folder / "meta.json").write_text('{"not": "a shard"}')  # plain .json in a folder: metadata, ignored
     return paths
 
 
@@ -138,6 +139,16 @@ def test_duplicate_ids_across_shards_and_empty_globs(tmp_path):
     c = Corpus(tmp_path / "p")
     assert [d.text for d in c.get(range(len(c)))] == ["first", "second", "third"]
     assert c.skipped == {"duplicate_id": 1}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pq").mkdir()  # Parquet files alone keep their older reading: rows numbered across files
+    for i in range(2):
+        pq.write_table(pa.Table.from_pylist([{"id": f"p{i}{j}", "text": f"row {j}"} for j in range(3)]),
+                       tmp_path / "pq" / f"{i}.parquet")
+    (tmp_path / "pq" / "_meta.json").write_text("{}")
+    pqc = Corpus(tmp_path / "pq")
+    assert pqc.format == "parquet" and pqc.positions.tolist() == list(range(6))
     with pytest.raises(CorpusError, match="no files match"):
         Corpus(str(tmp_path / "p" / "*.parquet"))
     with pytest.raises(CorpusError, match="not found"):

@@ -107,6 +107,11 @@ def shard_kind(path: Path) -> str | None:
     return None
 
 
+def _is_plain_json(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".json") or any(name.endswith(".json" + suf) for suf in _COMPRESSED)
+
+
 def is_glob(spec: str | Path) -> bool:
     return bool(_GLOB_CHARS & set(str(spec))) and not Path(spec).exists()
 
@@ -117,8 +122,8 @@ def list_shards(spec: str | Path, jsonl_only: bool = False) -> list[Path]:
 
     if is_glob(spec):
         found = [Path(p) for p in glob.glob(str(spec), recursive=True)]
-    else:
-        found = list(Path(spec).rglob("*"))
+    else:  # in a folder, plain .json files (metadata, schemas) are not taken for shards; a glob may name them
+        found = [p for p in Path(spec).rglob("*") if not _is_plain_json(p)]
     files = sorted((p for p in found if p.is_file() and shard_kind(p)), key=lambda p: str(p))
     if jsonl_only:
         files = [p for p in files if shard_kind(p) != "parquet"]
@@ -136,7 +141,7 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
             return fmt
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return "hf"
-        kinds = {shard_kind(p) for p in path.rglob("*") if p.is_file()} - {None}
+        kinds = {shard_kind(p) for p in path.rglob("*") if p.is_file() and not _is_plain_json(p)} - {None}
         if kinds == {"parquet"} and any(path.glob("*.parquet")):
             return "parquet"  # a folder of Parquet files only: rows numbered across the files, as always
         if kinds:
