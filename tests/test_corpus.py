@@ -217,10 +217,13 @@ def test_bad_options_and_formats(tmp_path):
         Corpus(p, CorpusConfig(too_long="drop"))  # type: ignore[arg-type]
     with pytest.raises(CorpusError, match="suffix"):
         Corpus(write_lines(tmp_path / "c.txt", [line({"id": "a", "text": "t"})]))
+    bare = tmp_path / "bare"  # a folder without shards (a folder of JSONL files is a sharded corpus)
+    bare.mkdir()
+    (bare / "c.txt").write_bytes(line({"id": "a", "text": "t"}))
     with pytest.raises(CorpusError, match="folder"):
-        Corpus(tmp_path, CorpusConfig(format="jsonl"))
+        Corpus(bare, CorpusConfig(format="jsonl"))
     with pytest.raises(CorpusError, match="cannot tell"):
-        Corpus(tmp_path)
+        Corpus(bare)
     with pytest.raises(CorpusError, match="cannot read Parquet"):
         Corpus(p, CorpusConfig(format="parquet"))
     assert detect_format(Path("x.JSONL")) == "jsonl" and detect_format(Path("x.parquet")) == "parquet"

