@@ -120,7 +120,7 @@ def test_dry_run_prices_and_human_summary(setup):
     assert not (setup["base"] / "priced").exists()
 
 
-def capped_then_resumed(setup, name, cap, higher):
+def capped_then_resumed(setup, name, cap, higher, *resume_flags):
     """A run stopped by ``cap``, then the same command with ``higher``: the two processes, the extraction
     requests the server saw from them, how many the stopped one sent, the run folder."""
     server, out = setup["server"], setup["base"] / name
@@ -131,7 +131,7 @@ def capped_then_resumed(setup, name, cap, higher):
     stopped_requests = len(extract_requests(server, since))
     assert not (out / "summary.json").exists()  # stopped before the end
     assert (out / "state" / "checkpoint.json").exists()  # ... with its state saved
-    resumed = equal_cli(*cmd, "--set", higher)
+    resumed = equal_cli(*cmd, "--set", higher, *resume_flags)
     return stopped, resumed, extract_requests(server, since), stopped_requests, out
 
 
@@ -163,14 +163,22 @@ def test_token_cap_stops_the_run_and_a_higher_cap_resumes_it(setup):
     spent = sum(s.prompt_tokens + s.completion_tokens for s in requests[:n_stopped])
     assert cap <= spent <= cap + CONCURRENCY * largest
     assert summary["llm_usage"]["total_tokens"] == sum(s.prompt_tokens + s.completion_tokens for s in requests)
+    # the end-of-run table on stdout (no --json), with the whole run's usage
+    table = resumed.stdout
+    assert "documents extracted" in table and "40 of 100" in table and "summary:" in table
+    assert f"{summary['llm_usage']['prompt_tokens']:,} prompt + {summary['llm_usage']['completion_tokens']:,}" in table
 
 
 def test_cost_cap_stops_the_run_and_a_higher_cap_resumes_it(setup):
     usage = json.loads(setup["run"].stdout)["llm_usage"]
     cost = usage["prompt_tokens"] * 2e-6 + usage["completion_tokens"] * 8e-6
     stopped, resumed, requests, n_stopped, out = capped_then_resumed(
-        setup, "cost", f"extract.llm.max_cost={cost * 0.25:.6f}", f"extract.llm.max_cost={cost * 2:.6f}")
+        setup, "cost", f"extract.llm.max_cost={cost * 0.25:.6f}", f"extract.llm.max_cost={cost * 2:.6f}",
+        "--json", "--log-level", "info")
     summary = check_capped(setup, stopped, resumed, requests, n_stopped, out, "max_cost")
+    # --json: the summary alone on stdout; --log-level info: the status lines as log records on stderr
+    assert json.loads(resumed.stdout)["llm_usage"] == summary["llm_usage"]
+    assert "INFO equal: resuming the run in" in resumed.stderr
     assert n_stopped < 20  # stopped inside the warm-up batch: its finished documents came from the cache
     assert summary["llm_usage"]["cost"] == pytest.approx(
         sum(s.prompt_tokens for s in requests) * 2e-6 + sum(s.completion_tokens for s in requests) * 8e-6)

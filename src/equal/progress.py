@@ -48,8 +48,10 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("extractor", str(ex.get("name", "-"))))
     usage = s.get("llm_usage") or {}
     if ex.get("name") == "openai":
-        rows.append(("LLM calls (this process)", f"{_fmt_int(ex.get('calls'))} ({_fmt_int(ex.get('cache_hits'))} "
-                     f"cache hits, {_fmt_int(ex.get('retries'))} retries, {_fmt_int(ex.get('docs_failed'))} failed)"))
+        rows.append(("LLM requests (whole run)", _fmt_int(usage.get("calls"))))
+        rows.append(("this process", f"{_fmt_int(ex.get('calls'))} requests, {_fmt_int(ex.get('cache_hits'))} "
+                     f"cache hits, {_fmt_int(ex.get('retries'))} retries, {_fmt_int(ex.get('docs_failed'))} "
+                     "failed documents"))
         rows.append(("LLM tokens (whole run)", f"{_fmt_int(usage.get('prompt_tokens'))} prompt + "
                      f"{_fmt_int(usage.get('completion_tokens'))} completion"))
         if usage.get("cost") is not None:
