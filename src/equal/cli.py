@@ -204,8 +204,9 @@ def _add_tune_parsers(sub) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also where a handler was already set (in-process callers)
     if args.command == "report":
         from .report import write_report
 
