@@ -76,8 +76,34 @@ def test_cli_help_documents_every_run_flag():
     out = subprocess.run([sys.executable, "-m", "equal.cli", "run", "--help"], capture_output=True, text=True).stdout
     for flag in ["--corpus", "--reference", "--out", "--config", "--budget", "--clusters", "--extractor",
                  "--embedder", "--seed", "--llm-base-url", "--llm-model", "--llm-concurrency", "--cache-dir",
-                 "--no-cache", "--restart"]:
+                 "--no-cache", "--restart", "--quiet", "--json", "--dry-run", "--log-level"]:
         assert flag in out
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_log_level_flag_sets_the_logging_level(where, capsys):
+    import logging
+
+    from equal.cli import main
+
+    args = ["config", "--show", "--log-level", "DEBUG"] if where == "after" else ["--log-level", "error", "config"]
+    try:
+        assert main(args) == 0
+        assert logging.getLogger().level == (logging.DEBUG if where == "after" else logging.ERROR)
+        yaml.safe_load(capsys.readouterr().out)  # stdout holds the config alone
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_spend_caps_are_validated_and_may_change_on_resume():
+    with pytest.raises(ConfigError, match="needs a price"):
+        Config().replace(**{"extract.llm.max_cost": 5})
+    with pytest.raises(ConfigError, match="max_tokens_total"):
+        Config().replace(**{"extract.llm.max_tokens_total": 0})
+    a = Config().to_dict()
+    b = Config().replace(**{"extract.llm.max_tokens_total": 10, "extract.llm.price_prompt_per_mtok": 1.0,
+                            "extract.llm.max_cost": 2.0}).to_dict()
+    assert result_fields_changed(a, b) == []  # a resume may raise a cap
 
 
 def test_bad_config_on_the_command_line_exits_2_without_traceback(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from equal.config import ConfigError
-from equal.extract.base import EndpointDown, Extractor, make_extractor
+from equal.extract.base import EndpointDown, Extractor, SpendCapReached, make_extractor
 from equal.extract.llm import OpenAIExtractor
 from equal.types import Document
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401
@@ -112,6 +112,43 @@ def test_idle_time_between_batches_is_not_failing_time(openai_server, llm_config
         llm_config.llm.max_attempts = 1000
         with pytest.raises(EndpointDown):
             ex.extract(docs[2:4])
+
+
+# --------------------------------------------------------------------------- spend caps
+def test_token_cap_lets_requests_in_flight_finish_and_sends_no_more(openai_server, llm_config, docs):
+    llm_config.llm.concurrency = 2
+    llm_config.llm.max_tokens_total = 1  # reached by the first response
+    with OpenAIExtractor(llm_config) as ex:
+        with pytest.raises(SpendCapReached) as info:
+            ex.extract(docs)
+        st = ex.stats()
+    # the two requests in flight finished (and were cached); no other was sent
+    assert openai_server.count(kind="extract") == 2
+    assert sum(r is not None for r in info.value.results) == 2 and st["docs_aborted"] == len(docs) - 2
+    assert info.value.key == "extract.llm.max_tokens_total" and "max_tokens_total=1 reached" in str(info.value)
+    assert info.value.usage == openai_server.usage()
+    llm_config.llm.max_tokens_total = None  # a higher cap: the rest, and only the rest, is sent
+    with OpenAIExtractor(llm_config) as ex:
+        again = ex.extract(docs)
+        assert ex.stats()["cache_hits"] == 2
+    assert all(r.status == "ok" for r in again)
+    assert sorted(openai_server.docs_seen().values()) == [1] * len(docs)
+
+
+def test_cost_cap_counts_what_earlier_processes_spent(openai_server, llm_config, docs):
+    llm_config.llm.price_prompt_per_mtok = 1.0
+    llm_config.llm.max_cost = 1.0
+    with OpenAIExtractor(llm_config) as ex:
+        ex.spend_base = (1_000_000, 0)  # an earlier process of the run spent the whole cap
+        with pytest.raises(SpendCapReached) as info:
+            ex.extract(docs[:3])
+    assert openai_server.count() == 0 and info.value.results == [None] * 3
+    assert info.value.key == "extract.llm.max_cost"
+    with OpenAIExtractor(llm_config) as ex:
+        ex.spend_base = (999_000, 0)  # 1,000 tokens of room: a few requests, then the stop
+        with pytest.raises(SpendCapReached):
+            ex.extract(docs)
+    assert 0 < openai_server.count(kind="extract") < len(docs)
 
 
 # --------------------------------------------------------------------------- secrets

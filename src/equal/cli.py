@@ -73,10 +73,27 @@ def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
                    help="Override any config field by dotted name, e.g. --set bandit.alpha=0.05 (repeatable).")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class _SubParsers(argparse._SubParsersAction):
+    """Every subcommand also takes ``--log-level`` (after the subcommand, as users type it)."""
+
+    def add_parser(self, name, **kwargs):  # type: ignore[override]
+        p = super().add_parser(name, **kwargs)
+        p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=argparse.SUPPRESS,
+                       help="Logging level of messages on stderr (default warning; info adds the run's "
+                       "status lines as log records).")
+        return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equal", description="EQUAL: select documents with a bandit over clusters "
                                      "and extract instruction-tuning QA pairs from them.")
     parser.add_argument("--version", action="version", version=f"equal {__import__('equal').__version__}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default="warning",
+                        help="Logging level of messages on stderr (default warning).")
+    parser.register("action", "parsers", _SubParsers)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="Run (or resume) the pipeline into a run folder.",
@@ -84,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p_run, required=True)
     p_run.add_argument("--restart", action="store_true", help="Discard what is in --out and start over.")
     p_run.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
+    p_run.add_argument("--json", action="store_true", help="Print the final summary (with --dry-run: the "
+                       "estimate) as one JSON object on stdout and nothing else (progress and messages go to stderr).")
+    p_run.add_argument("--dry-run", action="store_true",
+                       help="Estimate the run's extraction calls, prompt and completion tokens and cost from the "
+                       "corpus and budget; sends no request and writes no run folder.")
     p_run.add_argument("--decontaminate", action="append", metavar="PATH",
                        help="Evaluation set (JSONL) to decontaminate against, added to hygiene.decontaminate "
                        "(repeatable).")
@@ -182,7 +204,9 @@ def _add_tune_parsers(sub) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also where a handler was already set (in-process callers)
     if args.command == "report":
         from .report import write_report
 
@@ -215,12 +239,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _cmd_dry_run(cfg: Config, args: argparse.Namespace) -> int:
+    import json
+
+    from .corpus import CorpusError
+    from .estimate import estimate, format_estimate
+    from .run import RunError
+
+    if not cfg.corpus:
+        print("equal: error: missing --corpus (or set it in --config)", file=sys.stderr)
+        return 2
+    try:
+        est = estimate(cfg, restart=args.restart)
+    except (RunError, CorpusError) as e:
+        print(f"equal: error: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(est) + "\n" if args.json else format_estimate(est))
+    return 0
+
+
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from .corpus import CorpusError
     from .embed import EmbedderError
     from .io import OutputError
-    from .run import Interrupted, RunError, run
+    from .run import CapReached, Interrupted, RunError, run
 
+    if args.dry_run:
+        return _cmd_dry_run(cfg, args)
     missing = [name for name in ("corpus", "reference") if not getattr(cfg, name)]
     if missing:
         print(f"equal: error: missing {' and '.join('--' + m for m in missing)} (or set it in --config)", file=sys.stderr)
@@ -229,12 +274,17 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     if absent:
         print(f"equal: error: evaluation set not found: {absent[0]} (hygiene.decontaminate)", file=sys.stderr)
         return 2
+    # status lines go to stderr as they are, or as log records once the log level shows INFO
+    messages = logging.getLogger("equal").getEffectiveLevel() > logging.INFO
     try:
-        result = run(cfg, progress=not args.quiet, restart=args.restart, messages=True)
+        result = run(cfg, progress=not args.quiet, restart=args.restart, messages=messages)
     except Interrupted as e:
         print(f"equal: interrupted (signal {e.signum}); progress is saved. Resume with the same command.",
               file=sys.stderr)
         return 128 + e.signum
+    except CapReached as e:
+        print(f"equal: stopped: {e}", file=sys.stderr)
+        return 3
     except (RunError, CorpusError, EmbedderError, OutputError) as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
@@ -242,10 +292,19 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         print(f"equal: error: {e.strerror or e} ({getattr(e, 'filename', '') or ''}); progress so far is saved",
               file=sys.stderr)
         return 1
-    if result.already_finished:
-        return 0
     s = result.summary
     out = Path(cfg.out)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps({"run_dir": str(out), "already_finished": result.already_finished, **s},
+                                    default=str) + "\n")
+        return 0
+    if result.already_finished:
+        return 0
+    from .progress import summary_table
+
+    summary_table(s, sys.stdout)
     print(f"dataset: {out / 'dataset.jsonl'} ({s['pairs']} pairs from {s['docs_extracted']} of {s['docs_total']} documents)")
     print(f"rounds:  {out / 'rounds.jsonl'} ({s['rounds']} rounds)")
     if (out / "report.md").exists():
@@ -263,7 +322,7 @@ def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
     from .corpus import CorpusError
     from .embed import EmbedderError
     from .experiments.table import TableError, extract_all
-    from .extract.base import EndpointDown
+    from .extract.base import EndpointDown, SpendCapReached
 
     if not cfg.corpus or not args.out:
         print("equal: error: extract-all needs --corpus and --out (the table folder)", file=sys.stderr)
@@ -276,6 +335,10 @@ def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
     except EndpointDown as e:
         print(f"equal: error: {e} — run the same command again to resume", file=sys.stderr)
         return 2
+    except SpendCapReached as e:
+        print(f"equal: stopped: {e} (the cap counts this process's requests); raise it and run the same "
+              "command again to resume", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("equal: interrupted; the table is saved up to its last batch. Resume with the same command.",
               file=sys.stderr)

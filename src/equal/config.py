@@ -188,6 +188,14 @@ class LLMConfig:
     extra_body: dict = _f({}, "Extra request parameters passed through unchanged (e.g. top_p, guided_json).")
     price_prompt_per_mtok: float | None = _f(None, "Price per million prompt tokens, for the cost estimate.")
     price_completion_per_mtok: float | None = _f(None, "Price per million completion tokens, for the cost estimate.")
+    max_cost: float | None = _f(None, "Hard cap on the run's LLM spend, in the currency of the prices (needs "
+                                "price_prompt_per_mtok or price_completion_per_mtok): once reached, no further request "
+                                "is sent and the run stops like an interrupted one (saved, exit code 3); resume with a "
+                                "higher cap. Requests already in flight finish, so the spend can pass the cap by at most "
+                                "llm.concurrency responses. None: no cap.")
+    max_tokens_total: int | None = _f(None, "Hard cap on the run's LLM tokens (prompt + completion, summed over every "
+                                      "process of the run; cache hits cost none): once reached, the run stops as with "
+                                      "max_cost. None: no cap.")
     refine: bool = _f(False, "Second pass: show each pair with its document and ask to correct or drop it.")
     refine_prompt_file: str | None = _f(
         None, "Prompt template file overriding the shipped refine prompt ({document} and {pairs} are replaced).")
@@ -312,6 +320,15 @@ class Config:
             raise ConfigError("score.reference_sample must be >= 1 or null")
         if self.extract.llm.concurrency < 1:
             raise ConfigError("extract.llm.concurrency must be >= 1")
+        llm = self.extract.llm
+        if llm.max_cost is not None:
+            if not llm.max_cost > 0:
+                raise ConfigError(f"extract.llm.max_cost must be > 0 or null, got {llm.max_cost}")
+            if llm.price_prompt_per_mtok is None and llm.price_completion_per_mtok is None:
+                raise ConfigError("extract.llm.max_cost needs a price: set extract.llm.price_prompt_per_mtok "
+                                  "and/or extract.llm.price_completion_per_mtok")
+        if llm.max_tokens_total is not None and llm.max_tokens_total < 1:
+            raise ConfigError(f"extract.llm.max_tokens_total must be >= 1 or null, got {llm.max_tokens_total}")
         from .select.recipe import STRATEGIES
 
         if self.policy not in STRATEGIES:
@@ -338,6 +355,7 @@ NON_RESULT_FIELDS = {
     "extract.llm.backoff_max", "extract.llm.circuit_breaker_seconds", "extract.llm.requests_per_minute",
     "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",
     "extract.llm.price_prompt_per_mtok", "extract.llm.price_completion_per_mtok",
+    "extract.llm.max_cost", "extract.llm.max_tokens_total",
 }
 
 

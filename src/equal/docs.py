@@ -12,7 +12,37 @@ def config_markdown() -> str:
              "| field | default | meaning |", "|---|---|---|"]
     for name, default, help_text in iter_fields():
         lines.append(f"| `{name}` | `{default!r}` | {help_text} |")
+    lines += ["", *SPENDING.strip("\n").splitlines()]
     return "\n".join(lines) + "\n"
+
+
+SPENDING = """
+## Before spending: `--dry-run` and the spend caps
+
+`equal run ... --dry-run` estimates what the run will send to the LLM endpoint and sends nothing: no
+request, no run folder created or changed (an existing one is only read, to subtract the documents it
+has already extracted), the extraction cache opened read-only. With `--json` it prints one JSON object:
+
+| key | meaning |
+|---|---|
+| `calls` | extraction requests: the documents the budget extracts (`round(budget x N)`, or the count), retries and cache hits aside |
+| `prompt_tokens` | `calls` x the mean prompt of a seeded sample of 256 documents, cut to `extract.llm.max_doc_tokens` and rendered into the real prompt template, counted with `extract.llm.tokenizer` (through its chat template where it has one), else as characters / 4 |
+| `completion_tokens` | `calls` x the mean completion tokens of the model's extraction responses in the cache (`completion_source` says which), else 400 per call; `completion_tokens_max` is `calls x extract.llm.max_tokens` |
+| `cost` | at `extract.llm.price_prompt_per_mtok` / `price_completion_per_mtok`; `null` where no price is set (`cost_max`: with `completion_tokens_max`) |
+
+With `extract.llm.refine` the refine requests are added (`refine_calls`, and their tokens in the sums).
+
+`extract.llm.max_tokens_total` and `extract.llm.max_cost` (which needs a price) are hard caps on what
+the whole run pays for, summed over every process of the run from the responses' `usage` (cache hits
+cost nothing; the tally is `state/llm_usage.json`, and `summary.json` reports it as `llm_usage`). Before
+each request is sent the spend is checked; once a cap is reached no further request is sent, the
+requests in flight finish and are cached, and the run stops as an interrupted one does: its state is
+saved, it exits with code 3 and one line naming the cap. The caps are not result fields, so the same
+command with a higher cap (`--set extract.llm.max_cost=...`) resumes it and ends with the dataset an
+uncapped run would have made (the batch that was cut short is redone, its finished documents from the
+cache). The spend can pass a cap by at most the responses in flight (`extract.llm.concurrency`).
+`extract-all` enforces the caps per process.
+"""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ The run folder is the API between commands::
     dataset.jsonl    every extracted pair with provenance (round 0 = warm-up)
     extracted.jsonl  every extracted document (round 0 = warm-up), pairs or not: the budget's audit
     rounds.jsonl     one line per bandit pull
-    summary.json     counts, timings, skips, final OT, the config
+    summary.json     counts, timings, skips, final OT, the LLM usage, the config
     model/           the aligned embedder (align.mode = full)
     state/           checkpoints: corpus index, embeddings, clusters, journals
 
@@ -39,7 +39,7 @@ from .cluster import Clustering, kmeans
 from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, make_embedder, map_rows
-from .extract.base import EndpointDown, Extractor, make_extractor
+from .extract.base import EndpointDown, Extractor, SpendCapReached, make_extractor
 from .hygiene import run_summary as hygiene_summary
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
                  read_jsonl)
@@ -58,6 +58,11 @@ log = logging.getLogger("equal")
 
 class RunError(RuntimeError):
     """A user-facing problem that stops a run before or during work (one line, no traceback)."""
+
+
+class CapReached(RunError):
+    """A hard spend cap (``extract.llm.max_cost`` / ``max_tokens_total``) stopped the run; it is saved
+    like an interrupted one and resumes with a higher cap."""
 
 
 class Interrupted(RuntimeError):
@@ -239,6 +244,35 @@ def work_log(run_dir: str | Path) -> list[dict[str, Any]]:
     return [procs[i] for i in sorted(procs)]
 
 
+# ---------------------------------------------------------------- LLM usage
+USAGE_FILE = "llm_usage.json"
+_USAGE_KEYS = ("calls", "refine_calls", "prompt_tokens", "completion_tokens")
+
+
+def _usage_of(stats: dict[str, Any]) -> dict[str, int]:
+    """Requests and tokens paid for, from an extractor's stats (refinement included in the tokens)."""
+    g = lambda k: int(stats.get(k) or 0)  # noqa: E731
+    return {"calls": g("calls"), "refine_calls": g("refine_calls"),
+            "prompt_tokens": g("prompt_tokens") + g("refine_prompt_tokens"),
+            "completion_tokens": g("completion_tokens") + g("refine_completion_tokens")}
+
+
+def llm_usage(run_dir: str | Path, cfg: Config | None = None) -> dict[str, Any]:
+    """What the run in ``run_dir`` paid for, over all its processes: ``calls``, ``refine_calls``,
+    ``prompt_tokens``, ``completion_tokens`` (from the responses' usage; cache hits cost nothing),
+    ``total_tokens`` and ``cost`` (at ``cfg``'s prices; None without prices or ``cfg``)."""
+    rec = read_json(Path(run_dir) / "state" / USAGE_FILE, {}) or {}
+    out: dict[str, Any] = {k: int(rec.get(k, 0)) for k in _USAGE_KEYS}
+    out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
+    cost = None
+    if cfg is not None:
+        from .extract.llm import spend_cost
+
+        cost = spend_cost(out["prompt_tokens"], out["completion_tokens"], cfg.extract.llm)
+    out["cost"] = cost
+    return out
+
+
 # ---------------------------------------------------------------- the run
 class Pipeline:
     """One run of EQUAL: ``Pipeline(cfg).run()``.
@@ -394,6 +428,9 @@ class Pipeline:
             except Interrupted:
                 status = "interrupted"
                 raise
+            except CapReached:
+                status = "capped"
+                raise
             finally:
                 if self._extractor is not None:
                     self._extractor.close()
@@ -443,6 +480,7 @@ class Pipeline:
         if self._extractor is None:
             self._extractor = make_extractor(cfg.extract)
         self.extractor = self._extractor
+        self._start_usage()
         if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align" \
                 and _is_static(cfg.embed.model):
             raise RunError("align.mode full fine-tunes a transformer; a static embedder works with align.mode "
@@ -503,11 +541,38 @@ class Pipeline:
             return d
         return counted
 
+    def _start_usage(self) -> None:
+        """Read what earlier processes of the run paid for (``state/llm_usage.json``) and tell the extractor,
+        so that the spend caps count the whole run."""
+        self._usage_base = {k: int(v) for k, v in llm_usage(self.out).items() if k in _USAGE_KEYS}
+        self._usage_t0 = _usage_of(self.extractor.stats())
+        self._usage_last = dict(self._usage_base)
+        if hasattr(self.extractor, "spend_base"):
+            self.extractor.spend_base = (
+                self._usage_base["prompt_tokens"] - self._usage_t0["prompt_tokens"],
+                self._usage_base["completion_tokens"] - self._usage_t0["completion_tokens"])
+
+    def _record_usage(self) -> None:
+        """Write the run's paid usage (earlier processes plus this one) when it changed. Written after every
+        extraction call, whether or not its batch is committed: tokens are paid when the responses arrive
+        (a resumed batch gets the finished documents from the cache, at no cost)."""
+        now = _usage_of(self.extractor.stats())
+        total = {k: self._usage_base[k] + now[k] - self._usage_t0[k] for k in _USAGE_KEYS}
+        if total != self._usage_last:
+            atomic_write_json(self.state_dir / USAGE_FILE, total)
+            self._usage_last = total
+
     def _extract(self, docs: list[Document]) -> list[Extraction]:
         try:
             results = self.extractor.extract(docs)
         except EndpointDown as e:
             raise RunError(f"{e} — everything extracted so far is saved; run the same command again to resume") from None
+        except SpendCapReached as e:
+            raise CapReached(
+                f"{e}. The run stopped before spending more; everything extracted so far is saved. Raise the cap "
+                f"(--set {e.key or 'extract.llm.max_cost'}=...) and run the same command again to resume") from None
+        finally:
+            self._record_usage()
         self.work.add("extracted", len(docs))
         if len(results) != len(docs):
             raise RuntimeError(f"extractor returned {len(results)} results for {len(docs)} documents")
@@ -776,6 +841,7 @@ class Pipeline:
             "reference": {"items": len(reference.pairs), "skipped": dict(reference.skipped)},
             "extraction": self.ck.get("extraction", {}),
             "extractor": {"name": self.extractor.name, **ex_stats},
+            "llm_usage": llm_usage(self.out, self.cfg),
             "align": self.ck.get("align", {}),
             "warmup_arms": bandit.get("warmup_arms", {}),
             "arms": {"pulls": policy.pulls.tolist(),

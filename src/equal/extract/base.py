@@ -33,6 +33,20 @@ class EndpointDown(RuntimeError):
     """
 
 
+class SpendCapReached(RuntimeError):
+    """A hard spend cap (``extract.llm.max_cost`` / ``max_tokens_total``) was reached: no further request is
+    sent. Requests already in flight finish (and are cached); ``results`` holds the batch's finished
+    Extractions (``None`` for the rest), ``usage`` the ``(prompt_tokens, completion_tokens)`` counted
+    against the cap, ``key`` the cap's config field. Like :class:`EndpointDown`, the run stops cleanly and resumes with a higher cap."""
+
+    def __init__(self, message: str, results: list | None = None, usage: tuple[int, int] = (0, 0),
+                 key: str = "") -> None:
+        super().__init__(message)
+        self.results = results
+        self.usage = usage
+        self.key = key  # the config field of the cap, e.g. extract.llm.max_cost
+
+
 @runtime_checkable
 class Extractor(Protocol):
     name: str

@@ -37,6 +37,12 @@ Everything that succeeded before is in the cache, so running again resumes.
 The exception carries ``results`` (the finished Extractions of the batch,
 ``None`` for the rest).
 
+Hard spend caps (``llm.max_tokens_total``, ``llm.max_cost``) are checked before every request is sent,
+against the tokens the responses' ``usage`` reported (plus ``spend_base``, what earlier processes of the
+run spent): once one is reached no further request is sent, the requests in flight finish (and are
+cached), and ``extract()`` raises :class:`~equal.extract.base.SpendCapReached` with the batch's finished
+results, like the circuit breaker.
+
 Client-side rate caps (``requests_per_minute``, ``tokens_per_minute``) are token
 buckets refilled continuously, allowing bursts of one second's worth; a token
 request is charged its prompt estimate plus ``max_tokens`` and corrected to the
@@ -71,7 +77,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..config import ConfigError, ExtractConfig
 from ..types import Document, Extraction, QAPair
-from .base import EndpointDown, cut_text
+from .base import EndpointDown, SpendCapReached, cut_text
 from .cache import ExtractionCache, cache_key, cache_path
 
 log = logging.getLogger(__name__)
@@ -413,6 +419,18 @@ class _Prepared:
     truncated: bool
 
 
+class _CapStop(Exception):
+    """Raised inside a document's task when a spend cap forbids its next request."""
+
+
+def spend_cost(prompt_tokens: int, completion_tokens: int, llm: Any) -> float | None:
+    """The cost of the tokens at the configured prices (None when no price is set)."""
+    pp, pc = llm.price_prompt_per_mtok, llm.price_completion_per_mtok
+    if pp is None and pc is None:
+        return None
+    return prompt_tokens * (pp or 0.0) / 1e6 + completion_tokens * (pc or 0.0) / 1e6
+
+
 @dataclass
 class _Outcome:
     """One request's result: content, or an error reason."""
@@ -487,6 +505,9 @@ class OpenAIExtractor:
         self._sem: asyncio.Semaphore | None = None
         self._trip: asyncio.Event | None = None
         self._closed = False
+        #: (prompt, completion) tokens spent before this extractor (earlier processes of the run), for the caps
+        self.spend_base: tuple[int, int] = (0, 0)
+        self._cap_reached: str | None = None
         self._start_lock = threading.Lock()
         self._extract_lock = threading.Lock()  # one batch at a time (callers in several threads queue up)
 
@@ -544,12 +565,30 @@ class OpenAIExtractor:
             "backoff_seconds": round(c.get("backoff_seconds", 0.0), 3),
             "wall_seconds": round(self._wall, 3),
         }
-        pp, pc = self.llm.price_prompt_per_mtok, self.llm.price_completion_per_mtok
-        if pp is not None or pc is not None:
-            prompt = g("prompt_tokens") + g("refine_prompt_tokens")
-            completion = g("completion_tokens") + g("refine_completion_tokens")
-            out["estimated_cost"] = prompt * (pp or 0.0) / 1e6 + completion * (pc or 0.0) / 1e6
+        cost = spend_cost(g("prompt_tokens") + g("refine_prompt_tokens"),
+                          g("completion_tokens") + g("refine_completion_tokens"), self.llm)
+        if cost is not None:
+            out["estimated_cost"] = cost
         return out
+
+    def spend(self) -> tuple[int, int]:
+        """(prompt, completion) tokens counted against the caps: ``spend_base`` plus every response so far."""
+        c = self._counts
+        return (self.spend_base[0] + c["prompt_tokens"] + c["refine_prompt_tokens"],
+                self.spend_base[1] + c["completion_tokens"] + c["refine_completion_tokens"])
+
+    def _over_cap(self) -> str | None:
+        """Which cap the spend has reached (a sentence), or None."""
+        cap_tokens, cap_cost = self.llm.max_tokens_total, self.llm.max_cost
+        if cap_tokens is None and cap_cost is None:
+            return None
+        p, c = self.spend()
+        if cap_tokens is not None and p + c >= cap_tokens:
+            return f"extract.llm.max_tokens_total={cap_tokens} reached ({p + c} tokens spent: {p} prompt, {c} completion)"
+        cost = spend_cost(p, c, self.llm)
+        if cap_cost is not None and cost is not None and cost >= cap_cost:
+            return f"extract.llm.max_cost={cap_cost:g} reached ({cost:.6g} spent on {p} prompt and {c} completion tokens)"
+        return None
 
     def extract(self, docs: list[Document]) -> list[Extraction]:
         if self._closed:
@@ -702,6 +741,7 @@ class OpenAIExtractor:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.llm.concurrency)
         self._trip = asyncio.Event()
+        self._cap_reached = None
         results: list[Extraction | None] = [None] * len(docs)
         groups: dict[str, list[int]] = {}
         prepared: dict[str, _Prepared] = {}
@@ -727,7 +767,11 @@ class OpenAIExtractor:
                     for t in done:
                         if t is trip_wait:
                             continue
-                        ext = t.result()
+                        try:
+                            ext = t.result()
+                        except _CapStop as e:  # the cap forbade this document's next request; others finish
+                            self._cap_reached = str(e)
+                            continue
                         for j, i in enumerate(tasks[t]):
                             results[i] = self._finish(ext if j == 0 else Extraction(
                                 pairs=[QAPair(question=p.question, answer=p.answer, doc_id=docs[i].id,
@@ -739,6 +783,14 @@ class OpenAIExtractor:
                 for t in pending:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+            if self._cap_reached is not None and not self._trip.is_set():
+                aborted = sum(r is None for r in results)
+                self._counts["docs_aborted"] += aborted
+                msg = (f"spend cap {self._cap_reached}; {len(docs) - aborted} of {len(docs)} documents of this "
+                       "batch finished and are cached")
+                key = self._cap_reached.partition("=")[0]
+                self._cap_reached = None
+                raise SpendCapReached(msg, results=results, usage=self.spend(), key=key)
             if self._trip.is_set():
                 aborted = sum(r is None for r in results)
                 self._counts["docs_aborted"] += aborted
@@ -764,7 +816,7 @@ class OpenAIExtractor:
     async def _run_doc(self, p: _Prepared) -> Extraction:
         try:
             return await self._run_doc_inner(p)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, _CapStop):
             raise
         except Exception as e:  # noqa: BLE001 - one document never takes the batch down
             log.error("document %s: unexpected error %s", p.doc.id, type(e).__name__)
@@ -936,6 +988,9 @@ class OpenAIExtractor:
             if self._tpm is not None:
                 self._counts["rate_limit_wait_seconds"] += await self._tpm.acquire(est_tokens)
             await self._wait_pause()
+            cap = self._over_cap()
+            if cap is not None:  # checked last, right before sending: responses that arrived meanwhile count
+                raise _CapStop(cap)
             body: dict[str, Any] = {
                 "model": self.llm.model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": self.llm.temperature, "max_tokens": self.llm.max_tokens,
