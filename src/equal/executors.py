@@ -254,8 +254,9 @@ class RayExecutor:
         self._started = False
         if not ray.is_initialized():
             address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+            # workers' own output (model load reports) stays in Ray's logs; their errors come back as exceptions
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                      "configure_logging": True}
+                                      "configure_logging": True, "log_to_driver": False}
             if address is None and cfg.ray.num_cpus:
                 kwargs["num_cpus"] = int(cfg.ray.num_cpus)
             ray.init(address=address, **kwargs)
