@@ -212,3 +212,20 @@ def test_ray_run_is_byte_identical_to_local(slice240, tmp_path, record_property)
     # the work log counts the corpus embedding and the warm-up the Ray workers did
     work_b = sb["work"][0]
     assert work_b["embedded"] == N and work_b["extracted"] == sa["work"][0]["extracted"]
+
+
+def test_ray_extract_all_table_is_byte_identical(ray_executor, slice240, tmp_path):
+    from equal import Config
+    from equal.experiments.table import ExtractionTable, extract_all
+
+    cfg = Config(corpus=str(slice240)).replace(**{"embed.max_seq_length": 64, "extract.batch_docs": 50})
+    n_msgs = len(ray_executor.messages)
+    local = extract_all(cfg, tmp_path / "local", progress=False, say=lambda m: None)
+    said: list[str] = []
+    remote = extract_all(cfg.replace(executor="ray"), tmp_path / "ray", progress=False, say=said.append)
+    assert any(m.startswith(f"ray: extracting {N} documents (5 batches)") for m in said), said
+    assert len(ray_executor.messages) == n_msgs  # a new executor on the running Ray, not the fixture's
+    for name in ("docs.jsonl", "vectors.f32", "progress.json"):
+        assert (local / name).read_bytes() == (remote / name).read_bytes(), name
+    t = ExtractionTable.load(remote)
+    assert len(t) == N and int(t.n_pairs.sum()) > 0

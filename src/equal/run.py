@@ -622,14 +622,14 @@ class Pipeline:
         encode, on_chunk = self._counted(embedder.encode, "embedded", "embed")
         self._check_stop()
         encode_blocks = None
-        if self.cfg.executor != "local" and not is_complete(self.state_dir / name):
-            remote = self.executor.encode_blocks(self.corpus, embedder)
-            if remote is not None:
-                def encode_blocks(spans):  # the blocks as they come back, counted as the local path counts them
-                    for (b, e), vecs in zip(spans, remote(spans)):
-                        self.work.add("embedded", e - b)
-                        _hook("embed_block")
-                        yield vecs
+        if self.cfg.executor != "local":
+            def encode_blocks(spans):  # the blocks as they come back, counted as the local path counts them
+                # the executor starts (Ray with it) when a first block is due, not for an embedding already there
+                remote = self.executor.encode_blocks(self.corpus, embedder)
+                for (b, e), vecs in zip(spans, remote(spans)):
+                    self.work.add("embedded", e - b)
+                    _hook("embed_block")
+                    yield vecs
         return embed_corpus(self.corpus, embedder, self.state_dir / name, self.cfg, encode=encode,
                             share=embedder is self.embedder, progress=self.progress, say=self.say,
                             on_chunk=on_chunk, encode_blocks=encode_blocks)

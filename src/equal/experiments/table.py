@@ -159,6 +159,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     given)."""
     from ..corpus import Corpus
     from ..embed import make_embedder
+    from ..executors import merge_stats
     from ..extract.base import make_extractor
     from ..run import cache_root
 
@@ -172,7 +173,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
                "n_docs": len(corpus)}
         pulls, executor, remote = None, None, {}
         if cfg.executor != "local" and extractor is None:
-            from ..executors import make_executor, merge_stats
+            from ..executors import make_executor
 
             executor = make_executor(cfg, progress=progress, say=say)
 
