@@ -265,6 +265,7 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
     from .corpus import CorpusError
     from .embed import EmbedderError
+    from .executors import ExecutorError
     from .experiments.table import TableError, extract_all
     from .extract.base import EndpointDown
 
@@ -273,7 +274,7 @@ def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         out = extract_all(cfg, args.out, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
-    except (CorpusError, EmbedderError, TableError) as e:
+    except (CorpusError, EmbedderError, TableError, ExecutorError) as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     except EndpointDown as e:
