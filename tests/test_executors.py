@@ -43,3 +43,17 @@ def test_local_executor_assign_is_the_chunked_search(tmp_path):
     assert labels.tolist() == brute.argmin(1).tolist()
     assert inertia == pytest.approx(float(brute.min(1).sum()), rel=1e-4)
     assert assign(x, c, 64)[0].tobytes() == labels.tobytes()
+
+
+def test_cause_of_finds_a_wrapped_worker_error():
+    from equal.executors import cause_of
+    from equal.extract.base import EndpointDown
+
+    try:
+        try:
+            raise EndpointDown("endpoint down for 60 s")
+        except EndpointDown as inner:
+            raise RuntimeError("task failed") from inner
+    except RuntimeError as outer:
+        assert str(cause_of(outer, EndpointDown)) == "endpoint down for 60 s"
+        assert cause_of(outer, KeyError) is None

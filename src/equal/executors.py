@@ -65,6 +65,17 @@ def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def cause_of(e: BaseException | None, kind: type) -> BaseException | None:
+    """``e`` or the first exception of its cause/context chain that is a ``kind`` (Ray wraps a worker's)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """``a`` with the numeric counters of ``b`` added (an extractor's own stats plus its workers')."""
     out = dict(a)
@@ -366,7 +377,19 @@ class RayExecutor:
             "spec": embedder_spec(embedder), "threads": self.threads},
             batch_size=1, batch_format="numpy", concurrency=workers, num_cpus=self.cpus_per_worker)
         i = 0
-        for row in out.iter_rows():
+        rows_out = out.iter_rows()
+        while True:
+            try:
+                row = next(rows_out)
+            except StopIteration:
+                break
+            except Exception as e:  # a worker's EndpointDown comes back wrapped by Ray: raise it as itself
+                from .extract.base import EndpointDown
+
+                down = cause_of(e, EndpointDown)
+                if down is not None and down is not e:
+                    raise EndpointDown(str(down)) from e
+                raise
             if int(row["start"]) != starts[i]:
                 raise ExecutorError(f"Ray returned the extraction batch at {row['start']} where {starts[i]} was due")
             i += 1

@@ -39,7 +39,7 @@ from .cluster import Clustering, kmeans
 from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, make_embedder, map_rows
-from .executors import merge_stats
+from .executors import cause_of, merge_stats
 from .extract.base import EndpointDown, Extractor, make_extractor
 from .hygiene import run_summary as hygiene_summary
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
@@ -598,7 +598,7 @@ class Pipeline:
                 yield p.result
                 self._check_stop()
         except Exception as e:
-            down = _cause(e, EndpointDown)
+            down = cause_of(e, EndpointDown)
             if down is not None:
                 raise RunError(f"{down} — everything extracted so far is saved; run the same command again to "
                                f"resume") from None
@@ -865,17 +865,6 @@ def length_cost(corpus: Corpus):
             return 1.0
         return float(np.mean([len(d.text) for d in corpus.get(res.rows)])) / mean_len
     return cost
-
-
-def _cause(e: BaseException, kind: type) -> BaseException | None:
-    """``e`` or the first exception of its cause/context chain that is a ``kind`` (Ray wraps a worker's)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, kind):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def _real_means(policy: ArmStats) -> np.ndarray:
