@@ -377,7 +377,7 @@ class RayExecutor:
             "spec": embedder_spec(embedder), "threads": self.threads},
             batch_size=1, batch_format="numpy", concurrency=workers, num_cpus=self.cpus_per_worker)
         i = 0
-        rows_out = out.iter_rows()
+        rows_out = iter(out.iter_rows())
         while True:
             try:
                 row = next(rows_out)
