@@ -10,11 +10,11 @@ DEMO_OUT ?= runs/demo
 setup: $(VENV)/.installed
 
 # torch is pinned and installed first, so pip takes the CPU wheel on disk instead of a CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,train]'
+	$(BIN)/pip install -q -e '.[test,train,ray]'
 	touch $@
 
 # The real small LLM: SmolLM2-135M-Instruct (GGUF) served by llama.cpp over the OpenAI protocol.

@@ -31,6 +31,7 @@ def _load_config(args: argparse.Namespace) -> Config:
         "extractor": "extract.name", "embedder": "embed.model", "seed": "seed", "align": "align.mode",
         "llm_base_url": "extract.llm.base_url", "llm_model": "extract.llm.model",
         "llm_concurrency": "extract.llm.concurrency", "cache_dir": "extract.cache_dir", "policy": "policy",
+        "executor": "executor",
     }
     for attr, key in flag_map.items():
         value = getattr(args, attr, None)
@@ -69,6 +70,8 @@ def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
     e.add_argument("--cache-dir", help="Extraction cache folder (default $XDG_CACHE_HOME/equal or ~/.cache/equal).")
     e.add_argument("--no-cache", action="store_true", help="Do not read or write the extraction cache.")
     o = p.add_argument_group("other")
+    o.add_argument("--executor", choices=["local", "ray"], help="Where the per-document stages run: local (default) "
+                   "or ray (Ray Data; address from ray.address or $RAY_ADDRESS, else a local Ray; pip install equal[ray]).")
     o.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="Override any config field by dotted name, e.g. --set bandit.alpha=0.05 (repeatable).")
 
@@ -321,6 +324,7 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
     from .corpus import CorpusError
     from .embed import EmbedderError
+    from .executors import ExecutorError
     from .experiments.table import TableError, extract_all
     from .extract.base import EndpointDown, SpendCapReached
 
@@ -329,7 +333,7 @@ def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         out = extract_all(cfg, args.out, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
-    except (CorpusError, EmbedderError, TableError) as e:
+    except (CorpusError, EmbedderError, TableError, ExecutorError) as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     except EndpointDown as e:

@@ -244,6 +244,24 @@ class ExportConfig:
 
 
 @dataclass
+class RayConfig:
+    """Ray settings (executor: ray). Vectors, labels and pairs are the same as the local executor's."""
+
+    address: str | None = _f(None, "Ray cluster address (e.g. ray://head:10001 or auto); None: $RAY_ADDRESS, else a "
+                             "local Ray started for the run.")
+    num_cpus: int | None = _f(None, "CPUs of the local Ray started when no address is given (None: all).")
+    threads: int | None = _f(None, "Torch and faiss threads per worker, and the CPUs each worker asks Ray for. "
+                             "None: the driver's own thread counts, so that a worker computes bit for bit what the "
+                             "driver would (another value can change vectors in their last bits).")
+    embed_workers: int | None = _f(None, "Embedding workers (an actor each, holding the model); None: as many as "
+                                   "the cluster's CPUs allow.")
+    extract_workers: int | None = _f(None, "Extraction workers (an actor each, holding an extractor and the "
+                                     "embedder); None: as many as the cluster's CPUs allow.")
+    min_extract_docs: int = _f(1000, "Warm-ups of fewer documents are extracted on the driver (starting workers "
+                               "costs seconds); extract-all always runs on Ray.")
+
+
+@dataclass
 class Config:
     """Everything a run needs. Flags of ``equal run`` override these fields."""
 
@@ -268,6 +286,11 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig, metadata={"help": "Extraction."})
     hygiene: HygieneConfig = field(default_factory=HygieneConfig, metadata={"help": "Dataset hygiene."})
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"help": "Export and dataset card."})
+    executor: Literal["local", "ray"] = _f(
+        "local", "Where the per-document stages (corpus embedding, cluster assignment, large warm-up extractions, "
+        "extract-all) run: local (this process) or ray (Ray Data jobs on a local Ray or a cluster, see ray; "
+        "pip install equal[ray]). The bandit loop always runs in this process; results are the same.")
+    ray: RayConfig = field(default_factory=RayConfig, metadata={"help": "Ray executor."})
 
     # ---------------------------------------------------------------- I/O
     @classmethod
@@ -343,6 +366,12 @@ class Config:
             raise ConfigError("hygiene.near_threshold must be in (0, 1]")
         if self.hygiene.ngram < 1 or self.hygiene.shingle_words < 1 or self.hygiene.num_perm < 16:
             raise ConfigError("hygiene.ngram and hygiene.shingle_words must be >= 1, hygiene.num_perm >= 16")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
+        for name in ("num_cpus", "threads", "embed_workers", "extract_workers"):
+            v = getattr(self.ray, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"ray.{name} must be >= 1 or null")
         if not 0 <= self.export.validation_fraction < 1:
             raise ConfigError("export.validation_fraction must be in [0, 1)")
 
@@ -356,6 +385,8 @@ NON_RESULT_FIELDS = {
     "extract.llm.tokens_per_minute", "extract.llm.api_key_env", "extract.llm.base_url",
     "extract.llm.price_prompt_per_mtok", "extract.llm.price_completion_per_mtok",
     "extract.llm.max_cost", "extract.llm.max_tokens_total",
+    "executor", "ray.address", "ray.num_cpus", "ray.threads", "ray.embed_workers", "ray.extract_workers",
+    "ray.min_extract_docs",
 }
 
 

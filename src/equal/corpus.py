@@ -589,23 +589,14 @@ class Corpus:
         if not self.path.exists() and not is_glob(path):
             raise CorpusError(f"corpus not found: {self.path}")
         self.format = detect_format(self.path, self.options.format)
+        shards = None
         if self.format == "shards":
             shards = list_shards(path, jsonl_only=self.options.format == "jsonl") if not self.path.is_file() \
                 else [self.path]
             if not shards:
                 what = "files match" if is_glob(path) else "JSONL or Parquet files in the folder"
                 raise CorpusError(f"corpus not found: no {what} {path}")
-            self._source: _Source = _ShardedSource(shards, self.options.text_field)
-        elif self.format == "jsonl":
-            if self.path.is_dir():
-                raise CorpusError(f"{self.path} is a folder, not a JSONL file")
-            self._source = _JsonlSource(self.path)
-        elif self.format == "parquet":
-            self._source = _ParquetSource(self.path, self.options.text_field)
-        elif self.format == "hf":
-            self._source = _HFSource(self.path, self.options.text_field)
-        else:
-            raise CorpusError(f"unknown corpus format: {self.format} (use jsonl, parquet, hf or auto)")
+        self._source: _Source = self._open_source(shards)
         self.shards = getattr(self._source, "files", None) or [self.path]
         self.skipped: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()  # repairs that kept the document (truncated, invalid_utf8, generated_id)
@@ -621,6 +612,30 @@ class Corpus:
                 self._save_index(index_dir, key)
         if len(self.positions) == 0:
             raise CorpusError(self._no_documents_message())
+
+    def _open_source(self, shards: list[Path] | None) -> _Source:
+        if self.format == "shards":
+            return _ShardedSource(list(shards or []), self.options.text_field)
+        if self.format == "jsonl":
+            if self.path.is_dir():
+                raise CorpusError(f"{self.path} is a folder, not a JSONL file")
+            return _JsonlSource(self.path)
+        if self.format == "parquet":
+            return _ParquetSource(self.path, self.options.text_field)
+        if self.format == "hf":
+            return _HFSource(self.path, self.options.text_field)
+        raise CorpusError(f"unknown corpus format: {self.format} (use jsonl, parquet, hf or auto)")
+
+    # A Corpus travels to other processes (Ray workers) as its index and options: the source is opened again
+    # there, from the same files (the shard list is kept, never listed again), without a scan.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_source", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._source = self._open_source(self.shards if self.format == "shards" else None)
 
     def _check_options(self) -> None:
         o = self.options

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -276,7 +276,8 @@ def normalize(x: np.ndarray) -> np.ndarray:
 def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], Sequence[str]],
                     encode: Callable[[Sequence[str]], np.ndarray], chunk: int = 256, label: str = "embedding",
                     progress: bool = True, key: dict | None = None, block: int | None = None,
-                    on_chunk: Callable[[int, int], None] | None = None) -> np.ndarray:
+                    on_chunk: Callable[[int, int], None] | None = None,
+                    encode_blocks: Callable[[list[tuple[int, int]]], Iterator[np.ndarray]] | None = None) -> np.ndarray:
     """Embed ``n`` items into an ``(n, dim)`` float32 ``.npy`` memmap, one checkpointed chunk at a time.
 
     ``batches(start, stop)`` returns the texts of items ``start..stop``. ``encode``
@@ -292,7 +293,10 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
     with different inputs (the file is restarted when they differ). ``on_chunk(start,
     stop)`` is called after each chunk is recorded. ``block=None`` means one block
     per chunk. ``batches`` for the next block runs in a reader thread while the current
-    block is encoded.
+    block is encoded. ``encode_blocks(spans)``, when given, replaces ``batches`` and
+    ``encode``: it yields the vectors of each ``(start, stop)`` block of ``spans``, in
+    order (an executor's workers embed them, :mod:`equal.executors`); the blocks, the
+    chunks and the file are the same.
     """
     block = int(block or chunk)
     if block < 1 or chunk < 1:
@@ -316,30 +320,54 @@ def embed_to_memmap(path: Path, n: int, dim: int, batches: Callable[[int, int], 
         path.unlink(missing_ok=True)
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
         atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": 0, "block": block, "segments": []})
-    from concurrent.futures import ThreadPoolExecutor
-
-    with bar(label, total=n, enabled=progress) as tick, ThreadPoolExecutor(max_workers=1) as reader:
+    # every block left, in order; a chunk ends at every chunk-th block after ``done`` (and at n)
+    spans = [(b, min(n, b + block)) for b in range(done, n, block)]
+    blocks = encode_blocks(spans) if encode_blocks is not None else _local_blocks(spans, batches, encode)
+    start = done
+    with bar(label, total=n, enabled=progress) as tick:
         tick(done)
-        ahead = None  # the next block's texts, read (and parsed) while the current one is encoded
-        for start in range(done, n, chunk):
-            stop = min(n, start + chunk)
-            for b in range(start, stop, block):
-                e = min(stop, b + block)
-                texts = ahead.result() if ahead is not None else batches(b, e)
-                ahead = reader.submit(batches, e, min(n, e + block)) if e < n else None
-                arr[b: e] = encode(texts)
-            arr.flush()
-            if segments and segments[-1][1] == start and segments[-1][2] == chunk:
-                segments[-1][1] = stop
-            else:
-                segments.append([start, stop, chunk])
-            atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": stop, "block": block,
-                                          "segments": segments})
-            if on_chunk is not None:
-                on_chunk(start, stop)
-            tick(stop - start)
+        try:
+            for (b, e), vecs in zip(spans, blocks):
+                vecs = np.asarray(vecs, dtype=np.float32)
+                if vecs.shape != (e - b, dim):
+                    raise RuntimeError(f"block {b}:{e} came back with shape {vecs.shape}, not {(e - b, dim)}")
+                arr[b: e] = vecs
+                stop = min(n, start + chunk)
+                if e < stop:
+                    continue
+                arr.flush()
+                if segments and segments[-1][1] == start and segments[-1][2] == chunk:
+                    segments[-1][1] = stop
+                else:
+                    segments.append([start, stop, chunk])
+                atomic_write_json(prog_path, {"key": key, "shape": [n, dim], "rows": stop, "block": block,
+                                              "segments": segments})
+                if on_chunk is not None:
+                    on_chunk(start, stop)
+                tick(stop - start)
+                start = stop
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
+    if start < n:
+        raise RuntimeError(f"the encoder stopped at row {start} of {n}")
     del arr
     return np.load(path, mmap_mode="r")
+
+
+def _local_blocks(spans: list[tuple[int, int]], batches: Callable[[int, int], Sequence[str]],
+                  encode: Callable[[Sequence[str]], np.ndarray]) -> Iterator[np.ndarray]:
+    """The vectors of each block of ``spans`` in order, encoded here; the next block's texts are read (and
+    parsed) in a reader thread while the current one is encoded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = None
+        for i, (b, e) in enumerate(spans):
+            texts = ahead.result() if ahead is not None else batches(b, e)
+            ahead = reader.submit(batches, *spans[i + 1]) if i + 1 < len(spans) else None
+            yield encode(texts)
 
 
 def embed_by_length(encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], block: int,

@@ -39,6 +39,7 @@ from .cluster import Clustering, kmeans
 from .config import Config, result_fields_changed
 from .corpus import Corpus, CorpusError
 from .embed import Embedder, embed_by_length, embed_to_memmap, is_complete, make_embedder, map_rows
+from .executors import cause_of, merge_stats
 from .extract.base import EndpointDown, Extractor, SpendCapReached, make_extractor
 from .hygiene import run_summary as hygiene_summary
 from .io import (Journal, atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, read_json,
@@ -296,6 +297,7 @@ class Pipeline:
         self.state_dir = self.out / "state"
         self._stop_signal: int | None = None
         self.notices: list[str] = []
+        self._exec = None
 
     # ------------------------------------------------------------ helpers
     def say(self, msg: str) -> None:
@@ -303,6 +305,18 @@ class Pipeline:
         log.info(msg)
         if self.messages:
             print(msg, file=sys.stderr, flush=True)
+
+    @property
+    def executor(self):
+        """Where the per-document stages run (``executor``: local or ray); started on first use."""
+        if self._exec is None:
+            from .executors import ExecutorError, make_executor
+
+            try:
+                self._exec = make_executor(self.cfg, progress=self.progress, say=self.say)
+            except ExecutorError as e:
+                raise RunError(str(e)) from None
+        return self._exec
 
     def _check_stop(self) -> None:
         if self._stop_signal is not None:
@@ -434,6 +448,9 @@ class Pipeline:
             finally:
                 if self._extractor is not None:
                     self._extractor.close()
+                if self._exec is not None:
+                    self._exec.close()
+                    self._exec = None
                 self.work.close(status)
 
     def _committed_work(self) -> dict[str, Any]:
@@ -477,6 +494,7 @@ class Pipeline:
                 self.say(f"corpus: {len(corpus)} documents; budget {plan.budget_docs} extractions "
                          f"({plan.warmup_docs} warm-up); k={plan.k}, {plan.clusters_per_round} cluster(s) x "
                          f"{plan.docs_per_pull} docs per round; policy {cfg.policy}")
+        self._extractor_from_config = self._extractor is None  # Ray workers can make the same one
         if self._extractor is None:
             self._extractor = make_extractor(cfg.extract)
         self.extractor = self._extractor
@@ -576,6 +594,10 @@ class Pipeline:
         self.work.add("extracted", len(docs))
         if len(results) != len(docs):
             raise RuntimeError(f"extractor returned {len(results)} results for {len(docs)} documents")
+        self._count_extractions(results)
+        return results
+
+    def _count_extractions(self, results: list[Extraction]) -> None:
         counts = self.ck.setdefault("extraction", {"docs": 0, "ok": 0, "empty": 0, "cached": 0, "failed": {}})
         for r in results:
             counts["docs"] += 1
@@ -586,7 +608,6 @@ class Pipeline:
                 counts["ok"] += 1
             else:
                 counts["empty"] += 1
-        return results
 
     def _extracted_records(self, res: PullResult, round_no: int) -> list[dict[str, Any]]:
         return [{"doc_id": d, "round": round_no, "n_pairs": int(n), "status": s}
@@ -601,10 +622,8 @@ class Pipeline:
             with bar("warm-up extraction", total=len(idx), enabled=self.progress,
                      postfix=self._extract_postfix) as tick:
                 tick(done)
-                for s in range(done, len(idx), cfg.extract.batch_docs):
-                    self._check_stop()
-                    batch = idx[s: s + cfg.extract.batch_docs]
-                    res = self.env.pull(batch)
+                for s, res in zip(range(done, len(idx), cfg.extract.batch_docs), self._warmup_pulls(idx[done:])):
+                    batch = res.rows
                     recs = [{**p.to_record(), "doc_index": int(row)}
                             for row, pairs in zip(res.rows, res.pairs) for p in pairs]
                     self.journals["warmup"].append(recs)
@@ -623,6 +642,33 @@ class Pipeline:
         return {"indices": idx, "pair_doc": np.array([r["doc_index"] for r in recs], dtype=np.int64),
                 "vectors": vecs, "records": recs}
 
+    def _warmup_pulls(self, rows: np.ndarray) -> Iterator[PullResult]:
+        """The warm-up's batches of ``extract.batch_docs`` documents, extracted in order: here, or (executor ray,
+        at least ``ray.min_extract_docs`` documents left, the extractor made from the config) by Ray workers."""
+        bd = self.cfg.extract.batch_docs
+        remote = (self.cfg.executor != "local" and len(rows) >= max(1, self.cfg.ray.min_extract_docs)
+                  and self._extractor_from_config)
+        if not remote:
+            for s in range(0, len(rows), bd):
+                self._check_stop()
+                yield self.env.pull(rows[s: s + bd])
+            return
+        self._check_stop()
+        try:
+            for p in self.executor.extract(self.corpus, rows, bd, self.extractor, self.embedder):
+                self.work.add("extracted", len(p.result))
+                self._count_extractions(p.outcomes)
+                remote_stats = self.ck.setdefault("remote_extractor_stats", {})
+                self.ck["remote_extractor_stats"] = merge_stats(remote_stats, p.stats)
+                yield p.result
+                self._check_stop()
+        except Exception as e:
+            down = cause_of(e, EndpointDown)
+            if down is not None:
+                raise RunError(f"{down} — everything extracted so far is saved; run the same command again to "
+                               f"resume") from None
+            raise
+
     def _counted(self, encode, kind: str, point: str):
         """``encode`` that counts its texts as work ``kind`` and passes the test kill point
         ``<point>_block``, and a chunk callback (``<point>_chunk``) where a signal may stop the run."""
@@ -640,9 +686,18 @@ class Pipeline:
     def _embed_corpus(self, embedder: Embedder, name: str) -> np.ndarray:
         encode, on_chunk = self._counted(embedder.encode, "embedded", "embed")
         self._check_stop()
+        encode_blocks = None
+        if self.cfg.executor != "local":
+            def encode_blocks(spans):  # the blocks as they come back, counted as the local path counts them
+                # the executor starts (Ray with it) when a first block is due, not for an embedding already there
+                remote = self.executor.encode_blocks(self.corpus, embedder)
+                for (b, e), vecs in zip(spans, remote(spans)):
+                    self.work.add("embedded", e - b)
+                    _hook("embed_block")
+                    yield vecs
         return embed_corpus(self.corpus, embedder, self.state_dir / name, self.cfg, encode=encode,
                             share=embedder is self.embedder, progress=self.progress, say=self.say,
-                            on_chunk=on_chunk)
+                            on_chunk=on_chunk, encode_blocks=encode_blocks)
 
     def _align(self, warm: dict[str, Any], base: np.ndarray) -> np.ndarray:
         """The vectors to cluster: the base ones, adapter-mapped ones, or a fully tuned embedder's."""
@@ -693,7 +748,8 @@ class Pipeline:
                            labels=np.zeros(len(vectors), dtype=np.int32), inertia=0.0)
         else:
             cc = self.cfg.cluster
-            c = kmeans(vectors, self.plan.k, cc.niter, self.cfg.seed, cc.max_points_per_centroid, cc.nredo)
+            c = kmeans(vectors, self.plan.k, cc.niter, self.cfg.seed, cc.max_points_per_centroid, cc.nredo,
+                       assign_fn=self.executor.assign if self.cfg.executor != "local" else None)
         atomic_save_npz(path, centroids=c.centroids, labels=c.labels, inertia=np.float64(c.inertia))
         _hook("cluster")
         self._mark("cluster")
@@ -819,7 +875,7 @@ class Pipeline:
             vecs = vecs[np.sort(np.random.default_rng([self.cfg.seed, 0xE7A]).choice(len(vecs), cap, replace=False))]
         final_ot = self.scorer.distance(vecs) if len(vecs) else None
         bandit = self.ck.get("bandit", {})
-        ex_stats = self.extractor.stats()
+        ex_stats = merge_stats(self.extractor.stats(), self.ck.get("remote_extractor_stats", {}))
         seconds = self.ck.setdefault("stage_seconds", {})
         seconds["finalize"] = seconds.get("finalize", 0.0) + time.perf_counter() - t0
         summary = {
@@ -934,13 +990,15 @@ def encode_block(cfg: Config, embedder) -> int:
 
 
 def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, encode=None, share: bool = True,
-                 progress: bool = True, say=log.info, on_chunk=None) -> np.ndarray:
+                 progress: bool = True, say=log.info, on_chunk=None, encode_blocks=None) -> np.ndarray:
     """Every document's vector in a resumable ``.npy`` memmap at ``path``, taken from (or given to)
     the shared embedding cache when ``share`` and ``embed.cache`` allow.
 
     The encoder is called once per block of documents aligned at multiples of its size (:func:`encode_block`:
     ``embed.sort_window``, else ``embed.batch_size``), so a vector depends on the model and its block only: the checkpoint chunk (``embed.chunk_docs``) and where a
-    run was interrupted change nothing, and the cache key names the block size, not the chunk size."""
+    run was interrupted change nothing, and the cache key names the block size, not the chunk size.
+    ``encode_blocks`` (an executor's, :meth:`equal.executors.RayExecutor.encode_blocks`) embeds the same blocks
+    elsewhere and yields them in order."""
     n = len(corpus)
     block = encode_block(cfg, embedder)
     key = {"model": embedder.fingerprint(), "corpus": corpus.content_key(), "n": n, "block": block}
@@ -957,7 +1015,8 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, en
             pass
     vectors = embed_to_memmap(path, n, embedder.dim, lambda a, b: [d.text for d in corpus.get(range(a, b))],
                               encode or embedder.encode, chunk=cfg.embed.chunk_docs, label="embedding corpus",
-                              progress=progress, key=key, block=block, on_chunk=on_chunk)
+                              progress=progress, key=key, block=block, on_chunk=on_chunk,
+                              encode_blocks=encode_blocks)
     if shared is not None and not shared.exists():
         try:
             _link_or_copy(path, shared)

@@ -101,14 +101,16 @@ class ExtractionTable:
 
 
 def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[str, Any], batch: int = 64,
-                progress: bool = True, check_stop=None, say=print) -> Path:
+                progress: bool = True, check_stop=None, say=print, pulls=None) -> Path:
     """Extract every document of ``corpus`` into a table at ``out`` (resuming a partial one with the same key).
 
     ``extract(docs)`` returns one Extraction per document; ``encode(texts)`` embeds each text on its own; ``key`` holds the
-    extractor, embedder and corpus fingerprints that must match to resume or reuse.
+    extractor, embedder and corpus fingerprints that must match to resume or reuse. ``pulls(rows)``, when given,
+    yields the PullResult of each batch of ``batch`` rows of ``rows`` in order instead (an executor's workers
+    extracting them, :mod:`equal.executors`).
     """
+    from ..executors import extract_batches
     from ..progress import bar
-    from ..select.envs import LiveEnv
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,14 +132,15 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
     vec_j.truncate(int(prog["vec_bytes"]))
     if prog["docs"]:
         say(f"resuming the extraction table in {out} at document {prog['docs']}")
-    env = LiveEnv(corpus.get, extract, encode, dim)
     n = len(corpus)
+    rows = np.arange(int(prog["docs"]), n, dtype=np.int64)
+    results = pulls(rows) if pulls is not None else (
+        p.result for p in extract_batches(rows, batch, corpus.get, extract, encode, dim, check_stop))
     with bar("extracting every document", total=n, enabled=progress) as tick:
         tick(int(prog["docs"]))
-        for s in range(int(prog["docs"]), n, batch):
-            if check_stop is not None:
-                check_stop()
-            res = env.pull(np.arange(s, min(n, s + batch)))
+        for s, res in zip(range(int(prog["docs"]), n, batch), results):
+            if int(res.rows[0]) != s:
+                raise RuntimeError(f"extraction batch at row {int(res.rows[0])} where {s} was due")
             recs = [{"doc_id": d, "status": st, "tokens": int(t), "pairs": [[p.question, p.answer] for p in ps]}
                     for d, st, t, ps in zip(res.doc_ids, res.status, res.tokens, res.pairs)]
             docs_j.append(recs)
@@ -151,9 +154,12 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
 
 
 def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say=print) -> Path:
-    """``equal extract-all``: build (or resume) the extraction table of ``cfg.corpus`` at ``out``."""
+    """``equal extract-all``: build (or resume) the extraction table of ``cfg.corpus`` at ``out`` (with
+    ``executor: ray``, on Ray workers, each with an extractor made from the config, unless ``extractor`` is
+    given)."""
     from ..corpus import Corpus
     from ..embed import make_embedder
+    from ..executors import merge_stats
     from ..extract.base import make_extractor
     from ..run import cache_root
 
@@ -165,9 +171,23 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
                         cache_root(cfg), progress)
         key = {"extractor": ex.fingerprint(), "embedder": emb.fingerprint(), "corpus": corpus.content_key(),
                "n_docs": len(corpus)}
-        build_table(out, corpus, ex.extract, emb.encode_each, emb.dim, key, batch=cfg.extract.batch_docs,
-                    progress=progress, say=say)
-        stats = ex.stats()
+        pulls, executor, remote = None, None, {}
+        if cfg.executor != "local" and extractor is None:
+            from ..executors import make_executor
+
+            executor = make_executor(cfg, progress=progress, say=say)
+
+            def pulls(rows):
+                for p in executor.extract(corpus, rows, cfg.extract.batch_docs, ex, emb):
+                    remote.update(merge_stats(remote, p.stats))
+                    yield p.result
+        try:
+            build_table(out, corpus, ex.extract, emb.encode_each, emb.dim, key, batch=cfg.extract.batch_docs,
+                        progress=progress, say=say, pulls=pulls)
+        finally:
+            if executor is not None:
+                executor.close()
+        stats = merge_stats(ex.stats(), remote)
         meta = read_json(out / "meta.json")
         meta["extractor_stats"] = stats
         atomic_write_json(out / "meta.json", meta)
