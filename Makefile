@@ -31,7 +31,7 @@ demo-llm: setup-llm
 	bash scripts/demo_llm.sh
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: setup
 	bash bench/selection_grid.sh

@@ -16,15 +16,16 @@ ABLATION+=",equal[$PAPER]"                                                      
 ABLATION+=",equal[$PAPER;bandit.prior=similarity]"                               # + zero-cost prior
 ABLATION+=",equal[$PAPER;bandit.in_cluster=similarity]"                          # + in-cluster ranking
 ABLATION+=",equal[$PAPER;align.warmup_fraction=0.1;align.warmup_sampling=targeted]"  # + small targeted warm-up
-ABLATION+=",equal[bandit.prior=similarity]"                                     # a prior fixed at the start (the last default)
-ABLATION+=",equal[bandit.prior=similarity;bandit.docs_per_pull=10;bandit.alpha=0.02]"  # the last default as it was
+ABLATION+=",equal[align.warmup_fraction=0]"                                      # no warm-up, no alignment (the last default)
+ABLATION+=",equal[align.warmup_sampling=random]"                                 # a random warm-up instead of a targeted one
+ABLATION+=",equal[align.mode=none]"                                              # the targeted warm-up without alignment
+ABLATION+=",equal[align.warmup_fraction=0.1]"                                    # a 10% warm-up
+ABLATION+=",equal[align.warmup_fraction=0.5]"                                    # a 50% warm-up (the paper's share)
+ABLATION+=",equal[bandit.prior=similarity]"                                     # a prior fixed at the start
 ABLATION+=",equal[bandit.docs_per_pull=10]"                                    # 10 documents per pull (the paper)
-ABLATION+=",equal[bandit.similarity=mean]"                                       # default, mean instead of kNN similarity
-ABLATION+=",equal[bandit.prior=none]"                                            # default without the prior
-ABLATION+=",equal[bandit.in_cluster=random]"                                     # default without in-cluster ranking
-ABLATION+=",equal[align.warmup_fraction=0.1]"                                    # default + 10% warm-up (random)
-ABLATION+=",equal[align.warmup_fraction=0.1;align.warmup_sampling=targeted]"     # default + 10% targeted warm-up
-ABLATION+=",equal[align.warmup_fraction=0.25;align.warmup_sampling=targeted]"    # default + 25% targeted warm-up
+ABLATION+=",equal[bandit.similarity=mean]"                                       # mean instead of kNN similarity
+ABLATION+=",equal[bandit.prior=none]"                                            # without the prior
+ABLATION+=",equal[bandit.in_cluster=random]"                                     # without in-cluster ranking
 ABLATION+=",equal[bandit.reward=marginal]"                                       # marginal-gain reward
 ABLATION+=",equal[bandit.cost_aware=true]"                                       # reward per token
 for target in ${TARGETS:-math code}; do

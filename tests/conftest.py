@@ -157,12 +157,14 @@ def slice_path(tmp_path_factory):
 
 # ---------------------------------------------------------------- end-to-end runs through the command line
 # Flags every CLI run of the end-to-end tests shares: a shorter token limit and small checkpointed chunks.
-# End-to-end tests run with a warm-up (the shipped default spends none), so that every stage, the
-# warm-up and the alignment included, runs and can be killed; test_pipeline checks the shipped default.
+# End-to-end tests run with a large random warm-up (the shipped default spends a quarter of the budget
+# on a targeted one), so that the warm-up and the alignment get many varied examples and every stage
+# runs long enough to be killed; test_pipeline checks the shipped default.
 # A smaller prior sample of the reference (the default embeds 1,000 items) keeps each run short.
-WITH_WARMUP = {"align.warmup_fraction": 0.5, "score.prior_sample": 200}
+WITH_WARMUP = {"align.warmup_fraction": 0.5, "align.warmup_sampling": "random", "score.prior_sample": 200}
 CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64",
-            "--set", "align.warmup_fraction=0.5", "--set", "score.prior_sample=200", "-q"]
+            "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
+            "--set", "score.prior_sample=200", "-q"]
 
 
 def equal_cli(*args, env=None, timeout=600, **popen):

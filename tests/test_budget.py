@@ -29,7 +29,7 @@ N_DOCS = 100
 BUDGET = 0.4  # 40 documents: 20 warm-up (one batch), then 4 rounds of 5
 CONCURRENCY = 2
 HISTORY_DOCS = 60  # documents after the slice, extracted once so the cache has a history of completions
-FAST = ["--set", "embed.max_seq_length=64", "--set", "embed.chunk_docs=64", "--set", "align.warmup_fraction=0.5",
+FAST = ["--set", "embed.max_seq_length=64", "--set", "embed.chunk_docs=64", "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
         "--set", "score.prior_sample=50", "--set", "score.reference_sample=50", "-q"]
 
 

@@ -33,7 +33,7 @@ KILLS = 5
 def _cmd(corpus, out, server, cache):
     return [sys.executable, "-m", "equal.cli", "run", "--corpus", str(corpus), "--reference", str(REF_MATH),
             "--out", str(out), "--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=128",
-            "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5",
+            "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
             "--budget", "0.3", "--seed", "7",
             "--extractor", "openai", "--llm-base-url", server.url, "--llm-model", "m", "--cache-dir", str(cache),
             "--llm-concurrency", str(CONCURRENCY), "-q"]

@@ -30,7 +30,7 @@ from test_resume import _same_outputs, check_no_work_redone, clean_work
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 FLAGS = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=128", "--set", "embed.cache=false",
-         "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5",
+         "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
          "--budget", "0.3", "--seed", "5", "-q"]
 # every stage a run goes through, in order; each is the target of one kill (two for the corpus embedding)
 TARGETS = ["index", "reference", "embed", "embed", "warmup", "align", "cluster", "warmup_written", "rounds",

@@ -16,9 +16,10 @@ from conftest import CORPUS, REF_MATH, small_config
 
 @pytest.fixture(scope="module")
 def math_run(slice_path, tmp_path_factory):
-    """The shipped selection defaults (small_config adds a warm-up for the other tests; not here)."""
+    """The shipped selection defaults (small_config sets a random 50% warm-up for the other tests; not here)."""
+    d = Config().align
     cfg = small_config(tmp_path_factory.mktemp("math"), slice_path, budget=0.2,
-                       **{"align.warmup_fraction": Config().align.warmup_fraction})
+                       **{"align.warmup_fraction": d.warmup_fraction, "align.warmup_sampling": d.warmup_sampling})
     return cfg, run(cfg, progress=False)
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 CHUNK = 128  # two encode blocks of 64 (embed.batch_size) per checkpointed chunk
 COMMON = ["--set", "embed.max_seq_length=128", "--set", f"embed.chunk_docs={CHUNK}", "--set", "embed.cache=false",
-          "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5",
+          "--set", "extract.batch_docs=16", "--set", "score.prior_sample=100", "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
           "--budget", "0.3", "--seed", "3", "-q"]
 
 

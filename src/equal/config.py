@@ -86,10 +86,10 @@ class AlignConfig:
         "adapter", "adapter: train a linear projection with InfoNCE on frozen embeddings and apply it to the stored "
         "document vectors; full: fine-tune the whole embedder (the paper) and embed the corpus with it; "
         "none: no alignment (the paper's ablation).")
-    warmup_fraction: float = _f(0.0, "Share of the extraction budget spent on the warm-up sample (0: no warm-up and no "
+    warmup_fraction: float = _f(0.25, "Share of the extraction budget spent on the warm-up sample (0: no warm-up and no "
                                 "alignment; the paper uses 0.5).")
     warmup_sampling: Literal["random", "targeted"] = _f(
-        "random", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
+        "targeted", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
         "the reference (3x the warm-up size), so the warm-up is spent mostly on target.")
     warmup_max_docs: int = _f(20_000, "Upper bound on warm-up documents.")
     epochs: int = _f(1, "Training epochs (full mode).")
