@@ -499,8 +499,7 @@ class Pipeline:
             self._extractor = make_extractor(cfg.extract)
         self.extractor = self._extractor
         self._start_usage()
-        if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align" \
-                and _is_static(cfg.embed.model):
+        if recipe.align_mode(cfg.policy, cfg.align.mode) == "full" and _is_static(cfg.embed.model):
             raise RunError("align.mode full fine-tunes a transformer; a static embedder works with align.mode "
                            "adapter (or none)")
         with self._timed("load_embedder"):
@@ -583,12 +582,8 @@ class Pipeline:
     def _extract(self, docs: list[Document]) -> list[Extraction]:
         try:
             results = self.extractor.extract(docs)
-        except EndpointDown as e:
-            raise RunError(f"{e} — everything extracted so far is saved; run the same command again to resume") from None
-        except SpendCapReached as e:
-            raise CapReached(
-                f"{e}. The run stopped before spending more; everything extracted so far is saved. Raise the cap "
-                f"(--set {e.key or 'extract.llm.max_cost'}=...) and run the same command again to resume") from None
+        except (EndpointDown, SpendCapReached) as e:
+            raise _stop_error(e) from None
         finally:
             self._record_usage()
         self.work.add("extracted", len(docs))
@@ -662,11 +657,10 @@ class Pipeline:
                 self.ck["remote_extractor_stats"] = merge_stats(remote_stats, p.stats)
                 yield p.result
                 self._check_stop()
-        except Exception as e:
-            down = cause_of(e, EndpointDown)
-            if down is not None:
-                raise RunError(f"{down} — everything extracted so far is saved; run the same command again to "
-                               f"resume") from None
+        except Exception as e:  # a worker's stop comes back wrapped by Ray
+            err = _stop_error(e)
+            if err is not None:
+                raise err from None
             raise
 
     def _counted(self, encode, kind: str, point: str):
@@ -701,9 +695,9 @@ class Pipeline:
 
     def _align(self, warm: dict[str, Any], base: np.ndarray) -> np.ndarray:
         """The vectors to cluster: the base ones, adapter-mapped ones, or a fully tuned embedder's."""
-        cfg, mode = self.cfg, self.cfg.align.mode
-        if recipe.is_ranking(cfg.policy) or mode == "none" or cfg.policy == "equal-no-align" \
-                or len(warm["indices"]) == 0:
+        cfg = self.cfg
+        mode = recipe.align_mode(cfg.policy, cfg.align.mode)
+        if mode == "none" or len(warm["indices"]) == 0:
             return base
         ex = AlignExamples.from_pair_docs(warm["pair_doc"], cfg.align.max_pairs, cfg.seed)
         if mode == "full":
@@ -956,6 +950,20 @@ class _LazyTexts:
         if isinstance(i, slice):
             return [d.text for d in self.corpus.get(range(*i.indices(len(self.corpus))))]
         return self.corpus.get([i])[0].text
+
+
+def _stop_error(e: BaseException) -> RunError | None:
+    """The one-line error for an extraction that stopped the run, raised here or wrapped by a Ray worker: the
+    endpoint is down (:class:`RunError`) or a spend cap was reached (:class:`CapReached`); None for any other."""
+    down = cause_of(e, EndpointDown)
+    if down is not None:
+        return RunError(f"{down} — everything extracted so far is saved; run the same command again to resume")
+    cap = cause_of(e, SpendCapReached)
+    if cap is not None:
+        key = getattr(cap, "key", "") or "extract.llm.max_cost"
+        return CapReached(f"{cap}. The run stopped before spending more; everything extracted so far is saved. "
+                          f"Raise the cap (--set {key}=...) and run the same command again to resume")
+    return None
 
 
 def cache_root(cfg: Config) -> Path:

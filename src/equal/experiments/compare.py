@@ -121,7 +121,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     from ..run import Plan, align_adapter, arm_similarity, init_policy, length_cost, tracking_covariate
     from ..score import Scorer
 
-    if cfg.align.mode == "full" and not recipe.is_ranking(cfg.policy) and cfg.policy != "equal-no-align":
+    mode = recipe.align_mode(cfg.policy, cfg.align.mode)
+    if mode == "full":
         raise ValueError("align.mode=full cannot be replayed (it re-embeds the corpus with a tuned model); "
                          "use adapter or none")
     plan = Plan.make(cfg, ctx.n)
@@ -133,8 +134,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     warm = {"indices": warm_rows, "pair_doc": np.repeat(wres.rows, wres.n_pairs).astype(np.int64),
             "vectors": wres.vectors}
     vectors, W = ctx.base, None
-    if not (recipe.is_ranking(cfg.policy) or cfg.align.mode == "none" or cfg.policy == "equal-no-align"
-            or len(warm_rows) == 0):
+    if mode != "none" and len(warm_rows):
         W, _ = align_adapter(ctx.base, warm, cfg)
         vectors = map_rows(ctx.base, ctx.work_dir / "aligned.npy", apply_adapter(W))
     arm_sim = arm_similarity(cfg, vectors, sim, ctx.prior_vecs, W)

@@ -36,6 +36,12 @@ def is_ranking(policy: str) -> bool:
     return policy in RANKINGS
 
 
+def align_mode(policy: str, mode: str) -> str:
+    """The alignment a run of ``policy`` really does: ``none`` for document rankings and ``equal-no-align``,
+    else ``align.mode`` (a run without warm-up pairs then skips it too)."""
+    return "none" if is_ranking(policy) or policy == "equal-no-align" else mode
+
+
 def check_policy(policy: str) -> None:
     if policy not in STRATEGIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(STRATEGIES)}")
