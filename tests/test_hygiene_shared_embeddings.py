@@ -1,5 +1,6 @@
-"""A second run on the same corpus reuses the shared corpus embedding, and gets the same results as a run
-that embeds the corpus itself (``embed.cache=false``). Through the command line and the run folder only.
+"""A second run on the same corpus and reference reuses the shared corpus and reference embeddings, and gets
+the same results as a run that embeds them itself (``embed.cache=false``). Through the command line and the
+run folder only.
 
 The cache root is ``$XDG_CACHE_HOME/equal``, which ``conftest.py`` points at a folder of this test session.
 """
@@ -11,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import equal_cli, run_args
+from equal.run import work_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
-REUSED = re.compile(r"corpus embeddings reused from (\S+)")
+REUSED = re.compile(r"(corpus|reference) embeddings(?: \((\w+) sample\))? reused from (\S+)")
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +28,24 @@ def second_runs(math_cli_run, slice400, tmp_path_factory):
     return base / "shared", shared, base / "own", own
 
 
-def test_second_run_says_it_reused_the_corpus_embeddings(second_runs):
-    _, shared, _, _ = second_runs
+def test_second_run_says_it_reused_the_corpus_and_reference_embeddings(second_runs):
+    shared_dir, shared, _, _ = second_runs
     assert shared.returncode == 0, shared.stderr[-3000:]
-    m = REUSED.search(shared.stderr)
-    assert m, f"no 'corpus embeddings reused from' line on stderr:\n{shared.stderr[-3000:]}"
+    found = {m.group(2) or m.group(1): Path(m.group(3)) for m in REUSED.finditer(shared.stderr)}
+    assert set(found) == {"corpus", "reward", "prior"}, f"reuse lines missing on stderr:\n{shared.stderr[-3000:]}"
     cache_root = Path(os.environ["XDG_CACHE_HOME"]) / "equal"
-    reused = Path(m.group(1))
-    assert reused.is_file() and cache_root in reused.parents, (reused, cache_root)
+    for reused in found.values():
+        assert reused.is_file() and cache_root in reused.parents, (reused, cache_root)
+    (proc,) = work_log(shared_dir)  # and it really embedded neither
+    assert proc["embedded"] == 0 and proc["reference"] == 0, proc
 
 
 def test_embedding_cache_off_embeds_again_and_says_nothing_about_reuse(second_runs):
-    _, _, _, own = second_runs
+    _, _, own_dir, own = second_runs
     assert own.returncode == 0, own.stderr[-3000:]
     assert not REUSED.search(own.stderr), own.stderr[-3000:]
+    (proc,) = work_log(own_dir)
+    assert proc["embedded"] == 400 and proc["reference"] > 0, proc
 
 
 @pytest.mark.parametrize("name", ["dataset.jsonl", "rounds.jsonl"])

@@ -10,6 +10,7 @@ import pytest
 from equal import Config, run
 from equal.evaluate import bandit_doc_ids, labels_by_id, on_target_fraction
 from equal.io import read_jsonl
+from equal.run import work_log
 
 from conftest import CORPUS, REF_MATH, small_config
 
@@ -111,6 +112,11 @@ def test_same_seed_same_files_and_finished_run_is_left_alone(slice_path, tmp_pat
     c = a.replace(out=str(tmp_path / "c"), seed=1)
     run(c, progress=False)
     assert (tmp_path / "c" / "rounds.jsonl").read_bytes() != (tmp_path / "a" / "rounds.jsonl").read_bytes()
+    # b took a's corpus and reference vectors from the shared cache; c, with another seed, has another reward
+    # sample of the reference to embed, but the same prior sample (seed-independent)
+    (wb,), (wc,) = work_log(tmp_path / "b"), work_log(tmp_path / "c")
+    assert wb["embedded"] == 0 and wb["reference"] == 0, wb
+    assert wc["embedded"] == 0 and wc["reference"] <= a.score.reference_sample < a.score.prior_sample, wc
 
 
 def test_cli_end_to_end_with_the_openai_extractor(openai_server, slice_path, tmp_path, monkeypatch):
@@ -122,7 +128,7 @@ def test_cli_end_to_end_with_the_openai_extractor(openai_server, slice_path, tmp
     cmd = [sys.executable, "-m", "equal.cli", "run", "--corpus", str(small), "--reference", str(REF_MATH),
            "--out", str(out), "--extractor", "openai", "--llm-base-url", openai_server.url, "--llm-model", "test",
            "--budget", "40", "--cache-dir", str(tmp_path / "cache"), "--quiet",
-           "--set", "embed.max_seq_length=128"]
+           "--set", "embed.max_seq_length=128", "--set", "score.prior_sample=200"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "dataset:" in r.stdout and str(out / "summary.json") in r.stdout

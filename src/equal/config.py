@@ -74,8 +74,9 @@ class EmbedConfig:
                                  "up to a multiple of batch_size, and chunk_docs up to a multiple of it. None: one "
                                  "batch per call.")
     device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
-    cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model "
-                     "(in <cache root>/embeddings, the cache root being extract.cache_dir or its default).")
+    cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model, and the "
+                     "embedded reference samples between runs on the same reference (in <cache root>/embeddings, "
+                     "the cache root being extract.cache_dir or its default).")
 
 
 @dataclass

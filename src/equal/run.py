@@ -542,8 +542,12 @@ class Pipeline:
             z = np.load(path)
             return z["reward"], z["prior"]
         encode, on_chunk = self._counted(self.embedder.encode, "reference", "reference")
+        share = None
+        if self.cfg.embed.cache:
+            fp = self.embedder.fingerprint()
+            share = (lambda texts: embed_cache_file(self.cfg, reference_key(texts, fp, self.cfg)), self.say)
         reward, prior = reference_vectors(encode, pairs, self.cfg, store=self.state_dir, dim=self.embedder.dim,
-                                          on_chunk=on_chunk, progress=self.progress)
+                                          on_chunk=on_chunk, progress=self.progress, share=share)
         _hook("reference")
         atomic_save_npz(path, reward=reward, prior=prior)
         for name in ("reward", "prior"):  # reference.npz holds them now
@@ -980,13 +984,21 @@ def _is_static(model: str) -> bool:
     return model == STATIC or is_model2vec(model)
 
 
-def embed_cache_file(cfg: Config, key: dict) -> Path | None:
-    """Where a finished corpus embedding for ``key`` is shared between runs (None: sharing is off)."""
+def embed_cache_file(cfg: Config, key: dict, suffix: str = ".npy") -> Path | None:
+    """Where a finished embedding (of a corpus, or of a reference's samples) for ``key`` is shared between
+    runs (None: sharing is off)."""
     if not cfg.embed.cache:
         return None
     root = cache_root(cfg)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return root / "embeddings" / f"{digest}.npy"
+    return root / "embeddings" / f"{digest}{suffix}"
+
+
+def reference_key(texts: list[str], fingerprint: str, cfg: Config) -> dict:
+    """What the vectors of a sample of the reference depend on: the model, the encode batch and the texts
+    (:func:`reference_vectors`)."""
+    digest = hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()
+    return {"kind": "reference", "model": fingerprint, "batch": int(cfg.embed.batch_size), "texts": digest}
 
 
 def encode_block(cfg: Config, embedder) -> int:
@@ -1034,12 +1046,15 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, path: Path, cfg: Config, en
 
 
 def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | None = None, dim: int | None = None,
-                      on_chunk=None, progress: bool = False, only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      on_chunk=None, progress: bool = False, only: str | None = None,
+                      share=None) -> tuple[np.ndarray, np.ndarray]:
     """Embed the reward sample (seeded) and the prior sample (fixed) of the reference, each in blocks of
     ``embed.batch_size`` texts in order of decreasing length (:func:`equal.embed.embed_by_length`: the
     grouping of one encode call over the sample), so that a replay that calls this gets the same vectors bit
     for bit. With ``store`` (a folder) and ``dim``, each sample is embedded in checkpointed chunks of
-    ``embed.chunk_docs`` into ``store/reference_{reward,prior}.npy``, and an interrupted call resumes."""
+    ``embed.chunk_docs`` into ``store/reference_{reward,prior}.npy``, and an interrupted call resumes.
+    ``share`` (``(path_of, say)``: ``path_of(texts)`` is the shared cache file of a sample, or None) takes a
+    sample that another run embedded from that file, and leaves each newly embedded sample there."""
     r_rows = recipe.reward_sample(len(pairs), cfg.score.reference_sample, cfg.seed)
     p_rows = recipe.prior_sample(len(pairs), cfg.score.prior_sample)
     out = []
@@ -1048,12 +1063,25 @@ def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | No
             out.append(None)
             continue
         texts = [pairs[int(i)].text() for i in rows]
+        shared = share[0](texts) if share is not None else None
+        if shared is not None and shared.exists():
+            try:  # another run embedded this sample with this model
+                out.append(np.load(shared))
+                share[1](f"reference embeddings ({name} sample) reused from {shared}")
+                continue
+            except (OSError, ValueError) as e:
+                log.warning("could not read shared reference embeddings %s (%s); embedding them", shared, e)
         path = key = None
         if store is not None:
             path = Path(store) / f"reference_{name}.npy"
             key = {"sample": name, "texts": hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()}
         out.append(embed_by_length(encode, texts, cfg.embed.batch_size, path, dim, cfg.embed.chunk_docs, key,
                                    on_chunk, progress, f"embedding reference ({name})"))
+        if shared is not None:
+            try:
+                atomic_save_npy(shared, out[-1])
+            except OSError as e:  # a cache we cannot write is not a reason to stop
+                log.warning("could not share reference embeddings in %s: %s", shared, e)
     return out[0], out[1]
 
 
