@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 DEMO_OUT ?= runs/demo
+# pytest-xdist workers for `make test` (one torch thread each; tests of one file stay on one worker)
+TEST_WORKERS ?= 2
 
 .PHONY: setup setup-llm demo demo-llm test test-fast bench clean
 
@@ -31,7 +33,7 @@ demo-llm: setup-llm
 	bash scripts/demo_llm.sh
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 bench: setup
 	bash bench/selection_grid.sh

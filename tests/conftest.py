@@ -17,6 +17,7 @@ environment variable ``CI`` is set (to anything non-empty), missing data is an e
 job cannot pass by skipping.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -27,8 +28,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# caches (extractions, shared corpus embeddings) live in a per-session folder, never in ~/.cache
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="equal-test-cache-")
+# Under pytest-xdist (``make test`` runs two workers): one thread per worker and per process it starts, so
+# that two workers never fight over the 2 cores with thread pools that wait on each other.
+XDIST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if XDIST_RUN:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# caches (extractions, shared corpus and reference embeddings) live in a folder of this test session (shared
+# by its xdist workers), never in ~/.cache
+if XDIST_RUN:
+    os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), f"equal-test-cache-{XDIST_RUN}")
+    os.makedirs(os.environ["XDG_CACHE_HOME"], exist_ok=True)
+else:
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="equal-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EQUAL_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -148,11 +159,41 @@ def write_slice(path, n, source=None):
     return path
 
 
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder of this test session that all its pytest-xdist workers share (their base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def once(tmp_path_factory, name: str):
+    """``(folder, done)`` under a lock that every xdist worker takes: the first worker makes what is in
+    ``folder`` (and touches ``done``); the others wait for it, then find ``done`` and reuse it."""
+    from filelock import FileLock
+
+    root = shared_tmp(tmp_path_factory)
+    with FileLock(str(root / f"{name}.lock")):
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        yield folder, folder / ".done"
+
+
+def shared_slice(tmp_path_factory, name: str, n: int) -> Path:
+    """The first ``n`` documents of the shared corpus in ``<shared tmp>/name/name.jsonl``, written once per
+    session (the same path for every worker, so that corpus keys and the embedding cache are shared)."""
+    require_data()
+    with once(tmp_path_factory, name) as (folder, done):
+        path = folder / f"{name}.jsonl"
+        if not done.exists():
+            write_slice(path, n)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def slice_path(tmp_path_factory):
     """The first 1,500 documents of the shared corpus (its order is a seeded shuffle)."""
-    require_data()
-    return write_slice(tmp_path_factory.mktemp("data") / "slice.jsonl", 1500)
+    return shared_slice(tmp_path_factory, "slice", 1500)
 
 
 # ---------------------------------------------------------------- end-to-end runs through the command line
@@ -197,15 +238,23 @@ def bandit_ids(run_dir):
 @pytest.fixture(scope="session")
 def slice400(tmp_path_factory):
     """The first 400 documents of the shared corpus."""
-    require_data()
-    return write_slice(tmp_path_factory.mktemp("slice400") / "slice400.jsonl", 400)
+    return shared_slice(tmp_path_factory, "slice400", 400)
 
 
 @pytest.fixture(scope="session")
 def math_cli_run(slice400, tmp_path_factory):
     """One finished ``equal run`` on ``slice400`` with the math reference, budget 0.1, heuristic extractor:
-    ``(run folder, CompletedProcess)``. Shared read-only: copy the folder before changing it."""
-    out = tmp_path_factory.mktemp("math-cli") / "run"
-    r = equal_cli(*run_args(slice400, out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    ``(run folder, CompletedProcess)``, made once per session (all xdist workers). Shared read-only: copy the
+    folder before changing it."""
+    import subprocess
+
+    with once(tmp_path_factory, "math-cli") as (folder, done):
+        out = folder / "run"
+        if not done.exists():
+            r = equal_cli(*run_args(slice400, out))
+            assert r.returncode == 0, r.stderr[-3000:]
+            (folder / "process.json").write_text(json.dumps(
+                {"args": r.args, "returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr}))
+            done.touch()
+        r = subprocess.CompletedProcess(**json.loads((folder / "process.json").read_text()))
     return out, r

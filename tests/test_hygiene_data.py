@@ -66,7 +66,8 @@ NEEDS_DATA = {"test_names_a_data_path", "test_marked", "test_slice_fixture", "te
 def run_pytest(tmp_path, targets, ci, cwd):
     nowhere = tmp_path / "no-such-data"
     xml = tmp_path / f"report-{int(ci)}.xml"
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    # a pytest of its own: not one of this session's xdist workers
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_XDIST")}
     env["EQUAL_SHARED_DATA"] = str(nowhere)
     if ci:
         env["CI"] = "true"
