@@ -9,8 +9,8 @@ A test that needs the data says so in one of these ways:
 * it uses a fixture that reads it (``slice_path``, ``corpus_records``, ``corpus_docs``, or
   ``servers.fixtures.read_docs``), or calls :func:`require_data` / :func:`read_corpus` itself;
 * it is marked ``@pytest.mark.needs_data`` (a whole module: ``pytestmark = pytest.mark.needs_data``);
-* its body names ``DATA``, ``CORPUS``, ``REF_MATH``, ``REF_CODE`` or ``read_corpus`` directly: such a
-  test is marked ``needs_data`` at collection.
+* its body, or the body of a fixture it requests, names ``DATA``, ``CORPUS``, ``REF_MATH``, ``REF_CODE`` or
+  ``read_corpus`` directly: such a test is marked ``needs_data`` at collection.
 
 Without the data such a test is skipped, with the path in the reason; every other test runs. When the
 environment variable ``CI`` is set (to anything non-empty), missing data is an error instead, so a CI
@@ -89,11 +89,22 @@ def pytest_configure(config):
                                        "an error when CI is set)")
 
 
+def _codes(item):
+    """The code of a test and of every fixture it requests (directly or through other fixtures)."""
+    fn = getattr(item, "function", None)
+    if getattr(fn, "__code__", None) is not None:
+        yield fn.__code__
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        for d in defs:
+            code = getattr(getattr(d, "func", None), "__code__", None)
+            if code is not None:
+                yield code
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        fn = getattr(item, "function", None)
-        code = getattr(fn, "__code__", None)
-        if code is not None and item.get_closest_marker("needs_data") is None and _names_used(code) & _DATA_NAMES:
+        if item.get_closest_marker("needs_data") is None and any(_names_used(c) & _DATA_NAMES for c in _codes(item)):
             item.add_marker(pytest.mark.needs_data)
 
 

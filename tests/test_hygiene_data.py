@@ -57,10 +57,19 @@ def test_reads_documents():
 
 def test_llm_config_alone(llm_config):
     assert llm_config.llm.model == "test-model"
+
+
+@pytest.fixture
+def first_reference_line():
+    return REF_MATH.read_text().splitlines()[0]
+
+
+def test_fixture_names_a_data_path(first_reference_line):
+    assert first_reference_line
 '''
 PURE = {"test_pure", "test_llm_config_alone"}
 NEEDS_DATA = {"test_names_a_data_path", "test_marked", "test_slice_fixture", "test_corpus_records_fixture",
-              "test_calls_require_data", "test_reads_documents"}
+              "test_calls_require_data", "test_reads_documents", "test_fixture_names_a_data_path"}
 
 
 def run_pytest(tmp_path, targets, ci, cwd):
