@@ -121,3 +121,14 @@ def test_config_reference_doc_is_in_sync():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert doc.read_text() == config_markdown(), "run: python -m equal.docs > docs/config.md"
+
+
+def test_role_similarities_and_warmup_pool_factor_are_validated():
+    cfg = Config().replace(**{"bandit.prior_similarity": "mean", "align.warmup_similarity": "mix",
+                              "bandit.similarity": "mix", "align.warmup_pool_factor": 2})
+    assert cfg.bandit.prior_similarity == "mean" and cfg.align.warmup_pool_factor == 2.0
+    assert Config().bandit.prior_similarity is None and Config().align.warmup_similarity is None
+    with pytest.raises(ConfigError, match="prior_similarity"):
+        Config().replace(**{"bandit.prior_similarity": "median"})
+    with pytest.raises(ConfigError, match="warmup_pool_factor"):
+        Config().replace(**{"align.warmup_pool_factor": 0.5}).validate()

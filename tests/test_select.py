@@ -270,3 +270,33 @@ def test_loop_resumed_from_a_saved_state_continues_as_if_never_stopped():
              LoopState.from_dict(states[1].to_dict()), pool, seed=0,
              on_round=lambda rr, st: later.append([int(r) for p in rr.pulls for r in p.result.rows]))
     assert later == picks[2:]
+
+
+def test_mix_similarity_ranks_between_mean_and_knn():
+    from equal.select.recipe import similarity_scores
+
+    # reference: two tight groups, 3 items near e0 and 1 near e1; mean direction ~ e0 (with some e1)
+    ref = np.array([[1, 0, 0], [0.99, 0.14, 0], [0.99, -0.14, 0], [0, 1, 0]], dtype=np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    docs = np.array([[0, 1, 0], [0.8, 0.6, 0], [0.7, 0, 0.71], [0, 0, 1], [0.6, 0.8, 0]], dtype=np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    mean = similarity_scores(docs, ref, "mean")
+    knn = similarity_scores(docs, ref, "knn", k=1)
+    mix = similarity_scores(docs, ref, "mix", k=1, chunk=2)  # chunks change nothing
+    assert np.argmax(knn) == 0 != np.argmax(mean)  # on the lone e1 item: first by knn, not by mean
+    q = lambda s: np.argsort(np.argsort(s, kind="stable"), kind="stable") / (len(s) - 1)  # noqa: E731
+    assert np.allclose(mix, (q(mean) + q(knn)) / 2)
+    assert mix.dtype == np.float32 and mix.min() >= 0 and mix.max() <= 1
+    assert np.argmin(mix) == 3  # last by both: last by their mix
+    with pytest.raises(ValueError, match="mean, knn or mix"):
+        similarity_scores(docs, ref, "median")
+
+
+def test_targeted_warmup_pool_factor_sets_the_pool():
+    from equal.select.recipe import warmup_rows
+
+    sim = np.arange(100, dtype=np.float32)[::-1].copy()  # row 0 most similar
+    for factor, pool in ((1.0, 10), (2.0, 20), (3.0, 30)):
+        rows = warmup_rows(100, 10, 0, "targeted", sim, factor)
+        assert len(rows) == len(set(rows.tolist())) == 10 and rows.max() < pool
+    assert set(warmup_rows(100, 10, 0, "targeted", sim, 1.0).tolist()) == set(range(10))

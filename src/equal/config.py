@@ -91,7 +91,11 @@ class AlignConfig:
                                 "alignment; the paper uses 0.5).")
     warmup_sampling: Literal["random", "targeted"] = _f(
         "targeted", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
-        "the reference (3x the warm-up size), so the warm-up is spent mostly on target.")
+        "the reference (warmup_pool_factor x the warm-up size), so the warm-up is spent mostly on target.")
+    warmup_pool_factor: float = _f(3.0, "Targeted warm-up: the pool it samples from, in warm-up sizes (>= 1; 1: the "
+                                   "warm-up is the most similar documents themselves).")
+    warmup_similarity: Literal["mean", "knn", "mix"] | None = _f(
+        None, "Targeted warm-up: the similarity that ranks its pool (see bandit.similarity); None: bandit.similarity.")
     warmup_max_docs: int = _f(20_000, "Upper bound on warm-up documents.")
     epochs: int = _f(1, "Training epochs (full mode).")
     adapter_steps: int = _f(300, "Optimiser steps for the adapter projection.")
@@ -131,11 +135,16 @@ class BanditConfig:
                             "needs to count half).")
     in_cluster: Literal["random", "similarity"] = _f(
         "similarity", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
-    similarity: Literal["mean", "knn"] = _f(
+    similarity: Literal["mean", "knn", "mix"] = _f(
         "knn", "Zero-cost closeness of a document to the reference, for the targeted warm-up, in-cluster order and "
         "priors: mean = mean cosine to the reference items (RDS+); knn = mean cosine to its similarity_k nearest "
-        "reference items (closer to what the OT reward measures).")
-    similarity_k: int = _f(100, "Nearest reference items averaged by similarity: knn.")
+        "reference items (closer to what the OT reward measures); mix = the mean of a document's two ranks, by mean "
+        "and by knn, as a quantile in [0, 1] (an order between the two).")
+    similarity_k: int = _f(100, "Nearest reference items averaged by similarity: knn (and mix).")
+    prior_similarity: Literal["mean", "knn", "mix"] | None = _f(
+        None, "The similarity a prior reads: the covariate of a tracking prior, the score of a similarity prior "
+        "(measured where similarity_space says); None: bandit.similarity. E.g. mean: the line the tracking prior fits "
+        "(reward ~ similarity) is read on mean cosine, while knn still orders documents inside clusters.")
     similarity_space: Literal["base", "aligned"] = _f(
         "base", "Where the similarity for in-cluster order and priors is measured: base embeddings, or the aligned "
         "space (adapter mode), where documents sit near the pairs they yield.")
@@ -336,6 +345,8 @@ class Config:
             raise ConfigError("align.warmup_fraction must be in [0, 1)")
         if self.cluster.k is not None and self.cluster.k < 1:
             raise ConfigError("cluster.k must be >= 1")
+        if math.isnan(self.align.warmup_pool_factor) or self.align.warmup_pool_factor < 1:
+            raise ConfigError("align.warmup_pool_factor must be >= 1")
         if self.bandit.docs_per_pull < 1:
             raise ConfigError("bandit.docs_per_pull must be >= 1")
         if self.bandit.clusters_per_round is not None and self.bandit.clusters_per_round < 1:

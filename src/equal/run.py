@@ -29,7 +29,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -516,6 +516,14 @@ class Pipeline:
             self._mark("embed")
         self.sim = recipe.similarity_scores(base, prior_vecs, cfg.bandit.similarity, cfg.bandit.similarity_k)
         self.mean_sim = self.sim if cfg.bandit.similarity == "mean" else recipe.similarity_scores(base, prior_vecs)
+        sims = {cfg.bandit.similarity: self.sim, "mean": self.mean_sim}
+
+        def base_similarity(kind: str) -> np.ndarray:
+            if kind not in sims:
+                sims[kind] = recipe.similarity_scores(base, prior_vecs, kind, cfg.bandit.similarity_k)
+            return sims[kind]
+
+        self.warm_sim = warmup_similarity(cfg, self.sim, base_similarity)
         self._check_stop()
         with self._timed("warmup"):
             warm = self._warmup()
@@ -523,8 +531,9 @@ class Pipeline:
         with self._timed("align"):
             vectors = self._align(warm, base)
             adapter = self.state_dir / "adapter.npy"
-            self.arm_sim = arm_similarity(cfg, vectors, self.sim, prior_vecs,
-                                          np.load(adapter) if adapter.exists() and vectors is not base else None)
+            W = np.load(adapter) if adapter.exists() and vectors is not base else None
+            self.arm_sim = arm_similarity(cfg, vectors, self.sim, prior_vecs, W)
+            self.prior_sim = prior_similarity(cfg, vectors, self.arm_sim, prior_vecs, W, base_similarity)
         self._check_stop()
         with self._timed("cluster"):
             clustering = self._cluster(vectors)
@@ -615,7 +624,8 @@ class Pipeline:
     def _warmup(self) -> dict[str, Any]:
         """Extract the warm-up sample in checkpointed batches. Returns pair vectors and their doc rows."""
         plan, cfg = self.plan, self.cfg
-        idx = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling, self.sim)
+        idx = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling,
+                                 self.warm_sim, cfg.align.warmup_pool_factor)
         done = int(self.ck.get("warmup_docs_done", 0))
         if not self._done("warmup"):
             with bar("warm-up extraction", total=len(idx), enabled=self.progress,
@@ -792,7 +802,7 @@ class Pipeline:
                 rec["round"] = 0
                 recs.append(_dataset_record(rec))
             self.journals["dataset"].append(recs)
-            init = init_policy(policy, cfg, plan, labels, warm, members, self.arm_sim, self.scorer)
+            init = init_policy(policy, cfg, plan, labels, warm, members, self.prior_sim, self.scorer)
             self.ck["bandit"] = {**LoopState(round=0, docs_used=int(len(warm["indices"])),
                                              pointers=[0] * len(members), policy=policy.state_dict()).to_dict(),
                                  "warmup_arms": init}
@@ -820,7 +830,7 @@ class Pipeline:
                                  plan.docs_per_pull, LoopState.from_dict(st), pool, cfg.seed, on_round=on_round,
                                  check_stop=self._check_stop,
                                  cost=length_cost(self.corpus) if cfg.bandit.cost_aware else None,
-                                 covariate=tracking_covariate(cfg, self.arm_sim))
+                                 covariate=tracking_covariate(cfg, self.prior_sim))
                 if final.docs_used < plan.budget_docs:
                     self.say("every cluster is exhausted; stopping before the budget is spent")
             self._mark("bandit")
@@ -1102,6 +1112,27 @@ def align_adapter(base: np.ndarray, warm: dict[str, Any], cfg: Config) -> tuple[
     doc_vecs = np.asarray(base[ex.doc_rows]) if len(ex) else np.zeros((0, base.shape[1]), np.float32)
     local = AlignExamples(doc_rows=np.arange(len(ex)), pair_groups=ex.pair_groups)
     return train_adapter(doc_vecs, warm["vectors"], local, cfg.align, cfg.seed, progress=False)
+
+
+def warmup_similarity(cfg: Config, sim: np.ndarray, similarity: Callable[[str], np.ndarray]) -> np.ndarray:
+    """The similarity that ranks the targeted warm-up's pool: ``align.warmup_similarity`` read in the base space
+    by ``similarity(kind)``, or ``sim`` (that of ``bandit.similarity``) where it is None or the same. Shared with
+    replays."""
+    kind = cfg.align.warmup_similarity
+    return sim if kind is None or kind == cfg.bandit.similarity else similarity(kind)
+
+
+def prior_similarity(cfg: Config, vectors: np.ndarray, arm_sim: np.ndarray, prior_vecs: np.ndarray,
+                     W: np.ndarray | None, similarity: Callable[[str], np.ndarray]) -> np.ndarray:
+    """The similarity the arm priors read (tracking covariate, similarity prior): ``arm_sim`` unless
+    ``bandit.prior_similarity`` names another kind, then that kind where :func:`arm_similarity` measures (the
+    aligned space, or the base one through ``similarity(kind)``). Shared with replays."""
+    kind = cfg.bandit.prior_similarity
+    if kind is None or kind == cfg.bandit.similarity:
+        return arm_sim
+    if cfg.bandit.similarity_space == "aligned" and W is not None:
+        return recipe.similarity_scores(vectors, apply_adapter(W)(prior_vecs), kind, cfg.bandit.similarity_k)
+    return similarity(kind)
 
 
 def tracking_covariate(cfg: Config, sim: np.ndarray | None) -> np.ndarray | None:

@@ -118,7 +118,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     from ..align import apply_adapter
     from ..cluster import kmeans
     from ..embed import map_rows
-    from ..run import Plan, align_adapter, arm_similarity, init_policy, length_cost, tracking_covariate
+    from ..run import (Plan, align_adapter, arm_similarity, init_policy, length_cost, prior_similarity,
+                      tracking_covariate, warmup_similarity)
     from ..score import Scorer
 
     mode = recipe.align_mode(cfg.policy, cfg.align.mode)
@@ -129,7 +130,12 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     scorer = Scorer(ctx.reward_vectors(cfg), None, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
     env = ReplayEnv(ctx.table, ctx.rows_to_table)
     sim = ctx.similarity(cfg.bandit.similarity, cfg.bandit.similarity_k)
-    warm_rows = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling, sim)
+
+    def similarity(kind: str) -> np.ndarray:
+        return ctx.similarity(kind, cfg.bandit.similarity_k)
+
+    warm_rows = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling,
+                                   warmup_similarity(cfg, sim, similarity), cfg.align.warmup_pool_factor)
     wres = env.pull(warm_rows)
     warm = {"indices": warm_rows, "pair_doc": np.repeat(wres.rows, wres.n_pairs).astype(np.int64),
             "vectors": wres.vectors}
@@ -138,6 +144,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
         W, _ = align_adapter(ctx.base, warm, cfg)
         vectors = map_rows(ctx.base, ctx.work_dir / "aligned.npy", apply_adapter(W))
     arm_sim = arm_similarity(cfg, vectors, sim, ctx.prior_vecs, W)
+    prior_sim = prior_similarity(cfg, vectors, arm_sim, ctx.prior_vecs, W, similarity)
     if recipe.is_ranking(cfg.policy):
         labels = np.zeros(ctx.n, dtype=np.int32)
         members = [recipe.ranking_order(cfg.policy, ctx.n, cfg.seed, sim=ctx.sim, doc_vecs=ctx.base,
@@ -150,7 +157,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
         members = recipe.arm_members(labels, plan.k, warm_rows, cfg.seed, cfg.bandit.in_cluster, arm_sim)
     policy = recipe.make_policy(cfg.policy, plan.k, cfg.bandit.alpha, cfg.bandit.alpha_schedule,
                                 cfg.bandit.epsilon, cfg.bandit.thompson_sigma)
-    init_policy(policy, cfg, plan, labels, warm, members, arm_sim, scorer)
+    init_policy(policy, cfg, plan, labels, warm, members, prior_sim, scorer)
     pool = SelectedPool(ctx.table.dim, cfg.bandit.reward_pool, cfg.seed)
     pool.add(warm["vectors"])
     rows, vecs, rounds = [warm_rows], [warm["vectors"]], []
@@ -165,7 +172,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
     run_loop(policy, env, make_reward(cfg.bandit.reward, scorer), members, plan.budget_docs,
              plan.clusters_per_round, plan.docs_per_pull, state, pool, cfg.seed, on_round=on_round,
              cost=length_cost(ctx.corpus) if cfg.bandit.cost_aware else None,
-             covariate=tracking_covariate(cfg, arm_sim))
+             covariate=tracking_covariate(cfg, prior_sim))
     return Replay(rows=np.concatenate(rows).astype(np.int64), warmup=len(warm_rows),
                   vectors=np.concatenate(vecs) if vecs else np.zeros((0, ctx.table.dim), np.float32), rounds=rounds)
 

@@ -71,7 +71,14 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
     ``mean``: mean cosine to the reference items (RDS+ / avg-sim); with normalised vectors, the dot
     product with the mean reference vector. ``knn``: mean cosine to the document's ``k`` nearest
     reference items, which rewards being close to *some* of the reference, as optimal transport does.
+    ``mix``: the mean of a document's two ranks, by ``mean`` and by ``knn``, as a quantile in [0, 1]
+    (1: first by both), so that its order lies between the two and the scales of the two scores do not matter.
     """
+    if kind == "mix":  # integer ranks summed first, so that equal sums tie exactly (then first row first)
+        n = len(doc_vecs)
+        ranks = _ranks(similarity_scores(doc_vecs, ref_vecs, "mean", k, chunk))
+        ranks += _ranks(similarity_scores(doc_vecs, ref_vecs, "knn", k, chunk))
+        return (ranks / max(1, 2 * (n - 1))).astype(np.float32)
     ref = np.asarray(ref_vecs, dtype=np.float32)
     mean = ref.mean(axis=0)
     k = int(min(max(1, k), len(ref)))
@@ -84,8 +91,15 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
             sims = block @ ref.T
             out[s: s + len(block)] = np.partition(sims, len(ref) - k, axis=1)[:, len(ref) - k:].mean(axis=1)
         else:
-            raise ValueError(f"unknown similarity: {kind} (mean or knn)")
+            raise ValueError(f"unknown similarity: {kind} (mean, knn or mix)")
     return out
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Each score's rank among ``scores``: 0 for the lowest, n - 1 for the highest (ties by position)."""
+    r = np.empty(len(scores), dtype=np.int64)
+    r[np.argsort(scores, kind="stable")] = np.arange(len(scores), dtype=np.int64)
+    return r
 
 
 def ranking_order(policy: str, n_docs: int, seed: int, sim: np.ndarray | None = None,
