@@ -16,14 +16,17 @@ ABLATION+=",equal[$PAPER]"                                                      
 ABLATION+=",equal[$PAPER;bandit.prior=similarity]"                               # + zero-cost prior
 ABLATION+=",equal[$PAPER;bandit.in_cluster=similarity]"                          # + in-cluster ranking
 ABLATION+=",equal[$PAPER;align.warmup_fraction=0.1;align.warmup_sampling=targeted]"  # + small targeted warm-up
-ABLATION+=",equal[align.warmup_fraction=0]"                                      # no warm-up, no alignment (the last default)
+ABLATION+=",equal[bandit.prior_similarity=knn;align.warmup_similarity=knn;align.warmup_pool_factor=3]"  # the last default
+ABLATION+=",equal[bandit.prior_similarity=knn]"                                  # the prior's line read on knn, not mean
+ABLATION+=",equal[align.warmup_similarity=knn;align.warmup_pool_factor=3]"       # the last default's warm-up pool
+ABLATION+=",equal[align.warmup_fraction=0]"                                      # no warm-up, no alignment (the default before)
 ABLATION+=",equal[align.warmup_sampling=random]"                                 # a random warm-up instead of a targeted one
 ABLATION+=",equal[align.mode=none]"                                              # the targeted warm-up without alignment
 ABLATION+=",equal[align.warmup_fraction=0.1]"                                    # a 10% warm-up
 ABLATION+=",equal[align.warmup_fraction=0.5]"                                    # a 50% warm-up (the paper's share)
 ABLATION+=",equal[bandit.prior=similarity]"                                     # a prior fixed at the start
 ABLATION+=",equal[bandit.docs_per_pull=10]"                                    # 10 documents per pull (the paper)
-ABLATION+=",equal[bandit.similarity=mean]"                                       # mean instead of kNN similarity
+ABLATION+=",equal[bandit.similarity=mean]"                                       # in-cluster order by mean instead of kNN
 ABLATION+=",equal[bandit.prior=none]"                                            # without the prior
 ABLATION+=",equal[bandit.in_cluster=random]"                                     # without in-cluster ranking
 ABLATION+=",equal[bandit.reward=marginal]"                                       # marginal-gain reward

@@ -124,10 +124,13 @@ def test_config_reference_doc_is_in_sync():
 
 
 def test_role_similarities_and_warmup_pool_factor_are_validated():
-    cfg = Config().replace(**{"bandit.prior_similarity": "mean", "align.warmup_similarity": "mix",
+    cfg = Config().replace(**{"bandit.prior_similarity": "knn", "align.warmup_similarity": None,
                               "bandit.similarity": "mix", "align.warmup_pool_factor": 2})
-    assert cfg.bandit.prior_similarity == "mean" and cfg.align.warmup_pool_factor == 2.0
-    assert Config().bandit.prior_similarity is None and Config().align.warmup_similarity is None
+    assert cfg.bandit.prior_similarity == "knn" and cfg.align.warmup_pool_factor == 2.0
+    assert cfg.align.warmup_similarity is None
+    # the shipped default: the prior's line on mean cosine, the warm-up pool by mix, 2.5 warm-up sizes
+    assert (Config().bandit.prior_similarity, Config().align.warmup_similarity) == ("mean", "mix")
+    assert Config().align.warmup_pool_factor == 2.5
     with pytest.raises(ConfigError, match="prior_similarity"):
         Config().replace(**{"bandit.prior_similarity": "median"})
     with pytest.raises(ConfigError, match="warmup_pool_factor"):

@@ -50,8 +50,8 @@ def test_table_holds_every_document_with_vectors(small):
 
 @pytest.mark.parametrize("overrides", [{}, {"policy": "thompson", "bandit.reward": "marginal"},
                                        {"policy": "avg-sim"},
-                                       {"bandit.prior_similarity": "mean", "align.warmup_similarity": "mix",
-                                        "align.warmup_pool_factor": 2.0}])
+                                       # the shipped warm-up (small_config's is a random half of the budget)
+                                       {"align.warmup_fraction": 0.25, "align.warmup_sampling": "targeted"}])
 def test_a_replay_picks_exactly_what_a_live_run_picks(small, overrides, tmp_path):
     d, p, cfg, table_dir = small
     cfg = cfg.replace(**overrides)

@@ -91,11 +91,12 @@ class AlignConfig:
                                 "alignment; the paper uses 0.5).")
     warmup_sampling: Literal["random", "targeted"] = _f(
         "targeted", "random: a uniform sample (the paper); targeted: a uniform sample of the documents most similar to "
-        "the reference (warmup_pool_factor x the warm-up size), so the warm-up is spent mostly on target.")
-    warmup_pool_factor: float = _f(3.0, "Targeted warm-up: the pool it samples from, in warm-up sizes (>= 1; 1: the "
+        "the reference (warmup_pool_factor x the warm-up size, ranked by warmup_similarity), so the warm-up is spent "
+        "mostly on target.")
+    warmup_pool_factor: float = _f(2.5, "Targeted warm-up: the pool it samples from, in warm-up sizes (>= 1; 1: the "
                                    "warm-up is the most similar documents themselves).")
     warmup_similarity: Literal["mean", "knn", "mix"] | None = _f(
-        None, "Targeted warm-up: the similarity that ranks its pool (see bandit.similarity); None: bandit.similarity.")
+        "mix", "Targeted warm-up: the similarity that ranks its pool (see bandit.similarity); None: bandit.similarity.")
     warmup_max_docs: int = _f(20_000, "Upper bound on warm-up documents.")
     epochs: int = _f(1, "Training epochs (full mode).")
     adapter_steps: int = _f(300, "Optimiser steps for the adapter projection.")
@@ -136,15 +137,16 @@ class BanditConfig:
     in_cluster: Literal["random", "similarity"] = _f(
         "similarity", "Order of documents inside a cluster: random (the paper) or most similar to the reference first.")
     similarity: Literal["mean", "knn", "mix"] = _f(
-        "knn", "Zero-cost closeness of a document to the reference, for the targeted warm-up, in-cluster order and "
-        "priors: mean = mean cosine to the reference items (RDS+); knn = mean cosine to its similarity_k nearest "
+        "knn", "Zero-cost closeness of a document to the reference, for in-cluster order (and for the targeted "
+        "warm-up and priors where align.warmup_similarity / bandit.prior_similarity are None): mean = mean cosine to the reference items (RDS+); knn = mean cosine to its similarity_k nearest "
         "reference items (closer to what the OT reward measures); mix = the mean of a document's two ranks, by mean "
         "and by knn, as a quantile in [0, 1] (an order between the two).")
     similarity_k: int = _f(100, "Nearest reference items averaged by similarity: knn (and mix).")
     prior_similarity: Literal["mean", "knn", "mix"] | None = _f(
-        None, "The similarity a prior reads: the covariate of a tracking prior, the score of a similarity prior "
-        "(measured where similarity_space says); None: bandit.similarity. E.g. mean: the line the tracking prior fits "
-        "(reward ~ similarity) is read on mean cosine, while knn still orders documents inside clusters.")
+        "mean", "The similarity a prior reads: the covariate of a tracking prior, the score of a similarity prior "
+        "(measured where similarity_space says); None: bandit.similarity. mean (the default): the line the tracking "
+        "prior fits (reward ~ similarity) is read on mean cosine, which tells on-target documents apart best, while "
+        "knn still orders documents inside clusters, which the OT reward favours.")
     similarity_space: Literal["base", "aligned"] = _f(
         "base", "Where the similarity for in-cluster order and priors is measured: base embeddings, or the aligned "
         "space (adapter mode), where documents sit near the pairs they yield.")
