@@ -994,14 +994,14 @@ def _is_static(model: str) -> bool:
     return model == STATIC or is_model2vec(model)
 
 
-def embed_cache_file(cfg: Config, key: dict, suffix: str = ".npy") -> Path | None:
+def embed_cache_file(cfg: Config, key: dict) -> Path | None:
     """Where a finished embedding (of a corpus, or of a reference's samples) for ``key`` is shared between
     runs (None: sharing is off)."""
     if not cfg.embed.cache:
         return None
     root = cache_root(cfg)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return root / "embeddings" / f"{digest}{suffix}"
+    return root / "embeddings" / f"{digest}.npy"
 
 
 def reference_key(texts: list[str], fingerprint: str, cfg: Config) -> dict:
