@@ -30,12 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Under pytest-xdist (``make test`` runs two workers): one thread per worker and per process it starts, so
 # that two workers never fight over the 2 cores with thread pools that wait on each other.
+# Caches (extractions, shared corpus and reference embeddings) live in a folder of this test session (shared
+# by its xdist workers), never in ~/.cache.
 XDIST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
 if XDIST_RUN:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-# caches (extractions, shared corpus and reference embeddings) live in a folder of this test session (shared
-# by its xdist workers), never in ~/.cache
-if XDIST_RUN:
     os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), f"equal-test-cache-{XDIST_RUN}")
     os.makedirs(os.environ["XDG_CACHE_HOME"], exist_ok=True)
 else:

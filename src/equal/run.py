@@ -514,15 +514,8 @@ class Pipeline:
         with self._timed("embed"):
             base = self._embed_corpus(self.embedder, "doc_vectors.npy")
             self._mark("embed")
-        self.sim = recipe.similarity_scores(base, prior_vecs, cfg.bandit.similarity, cfg.bandit.similarity_k)
-        self.mean_sim = self.sim if cfg.bandit.similarity == "mean" else recipe.similarity_scores(base, prior_vecs)
-        sims = {cfg.bandit.similarity: self.sim, "mean": self.mean_sim}
-
-        def base_similarity(kind: str) -> np.ndarray:
-            if kind not in sims:
-                sims[kind] = recipe.similarity_scores(base, prior_vecs, kind, cfg.bandit.similarity_k)
-            return sims[kind]
-
+        base_similarity = recipe.Similarities(base, prior_vecs, cfg.bandit.similarity_k)
+        self.sim, self.mean_sim = base_similarity(cfg.bandit.similarity), base_similarity("mean")
         self.warm_sim = warmup_similarity(cfg, self.sim, base_similarity)
         self._check_stop()
         with self._timed("warmup"):
@@ -554,7 +547,7 @@ class Pipeline:
         share = None
         if self.cfg.embed.cache:
             fp = self.embedder.fingerprint()
-            share = (lambda texts: embed_cache_file(self.cfg, reference_key(texts, fp, self.cfg)), self.say)
+            share = (lambda digest: embed_cache_file(self.cfg, reference_key(digest, fp, self.cfg)), self.say)
         reward, prior = reference_vectors(encode, pairs, self.cfg, store=self.state_dir, dim=self.embedder.dim,
                                           on_chunk=on_chunk, progress=self.progress, share=share)
         _hook("reference")
@@ -1004,11 +997,10 @@ def embed_cache_file(cfg: Config, key: dict) -> Path | None:
     return root / "embeddings" / f"{digest}.npy"
 
 
-def reference_key(texts: list[str], fingerprint: str, cfg: Config) -> dict:
+def reference_key(texts_digest: str, fingerprint: str, cfg: Config) -> dict:
     """What the vectors of a sample of the reference depend on: the model, the encode batch and the texts
-    (:func:`reference_vectors`)."""
-    digest = hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()
-    return {"kind": "reference", "model": fingerprint, "batch": int(cfg.embed.batch_size), "texts": digest}
+    (their digest, as :func:`reference_vectors` computes it)."""
+    return {"kind": "reference", "model": fingerprint, "batch": int(cfg.embed.batch_size), "texts": texts_digest}
 
 
 def encode_block(cfg: Config, embedder) -> int:
@@ -1063,7 +1055,8 @@ def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | No
     grouping of one encode call over the sample), so that a replay that calls this gets the same vectors bit
     for bit. With ``store`` (a folder) and ``dim``, each sample is embedded in checkpointed chunks of
     ``embed.chunk_docs`` into ``store/reference_{reward,prior}.npy``, and an interrupted call resumes.
-    ``share`` (``(path_of, say)``: ``path_of(texts)`` is the shared cache file of a sample, or None) takes a
+    ``share`` (``(path_of, say)``: ``path_of(digest)`` is the shared cache file of a sample whose texts have
+    that digest, or None) takes a
     sample that another run embedded from that file, and leaves each newly embedded sample there."""
     r_rows = recipe.reward_sample(len(pairs), cfg.score.reference_sample, cfg.seed)
     p_rows = recipe.prior_sample(len(pairs), cfg.score.prior_sample)
@@ -1073,7 +1066,8 @@ def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | No
             out.append(None)
             continue
         texts = [pairs[int(i)].text() for i in rows]
-        shared = share[0](texts) if share is not None else None
+        digest = hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()
+        shared = share[0](digest) if share is not None else None
         if shared is not None and shared.exists():
             try:  # another run embedded this sample with this model
                 out.append(np.load(shared))
@@ -1084,7 +1078,7 @@ def reference_vectors(encode, pairs: list[QAPair], cfg: Config, store: Path | No
         path = key = None
         if store is not None:
             path = Path(store) / f"reference_{name}.npy"
-            key = {"sample": name, "texts": hashlib.sha1("\x00".join(texts).encode("utf-8", "replace")).hexdigest()}
+            key = {"sample": name, "texts": digest}
         out.append(embed_by_length(encode, texts, cfg.embed.batch_size, path, dim, cfg.embed.chunk_docs, key,
                                    on_chunk, progress, f"embedding reference ({name})"))
         if shared is not None:

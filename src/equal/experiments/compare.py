@@ -93,9 +93,9 @@ class ReplayContext:
     def similarity(self, kind: str, k: int) -> np.ndarray:
         if kind == "mean":
             return self.sim
-        if (kind, k) not in self._sims:
-            self._sims[(kind, k)] = recipe.similarity_scores(self.base, self.prior_vecs, kind, k)
-        return self._sims[(kind, k)]
+        if k not in self._sims:  # per k, each kind once (mix from the kept mean and knn scores)
+            self._sims[k] = recipe.Similarities(self.base, self.prior_vecs, k, known={"mean": self.sim})
+        return self._sims[k](kind)
 
     def doc_texts(self) -> list[str]:
         if self._texts is None:

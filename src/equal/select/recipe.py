@@ -74,11 +74,9 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
     ``mix``: the mean of a document's two ranks, by ``mean`` and by ``knn``, as a quantile in [0, 1]
     (1: first by both), so that its order lies between the two and the scales of the two scores do not matter.
     """
-    if kind == "mix":  # integer ranks summed first, so that equal sums tie exactly (then first row first)
-        n = len(doc_vecs)
-        ranks = _ranks(similarity_scores(doc_vecs, ref_vecs, "mean", k, chunk))
-        ranks += _ranks(similarity_scores(doc_vecs, ref_vecs, "knn", k, chunk))
-        return (ranks / max(1, 2 * (n - 1))).astype(np.float32)
+    if kind == "mix":
+        return mix_scores(similarity_scores(doc_vecs, ref_vecs, "mean", k, chunk),
+                          similarity_scores(doc_vecs, ref_vecs, "knn", k, chunk))
     ref = np.asarray(ref_vecs, dtype=np.float32)
     mean = ref.mean(axis=0)
     k = int(min(max(1, k), len(ref)))
@@ -93,6 +91,30 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
         else:
             raise ValueError(f"unknown similarity: {kind} (mean, knn or mix)")
     return out
+
+
+def mix_scores(mean: np.ndarray, knn: np.ndarray) -> np.ndarray:
+    """The ``mix`` similarity from the ``mean`` and ``knn`` scores of the same documents: the mean of each
+    document's two ranks as a quantile in [0, 1]. Integer ranks are summed first, so that equal sums tie
+    exactly (then the first row comes first)."""
+    ranks = _ranks(mean) + _ranks(knn)
+    return (ranks / max(1, 2 * (len(ranks) - 1))).astype(np.float32)
+
+
+class Similarities:
+    """The zero-cost similarity scores of one set of document vectors to one reference, each kind computed
+    once and kept (``mix`` from the kept ``mean`` and ``knn`` scores): ``sims(kind)``. ``known`` seeds kinds
+    already computed."""
+
+    def __init__(self, doc_vecs: np.ndarray, ref_vecs: np.ndarray, k: int, known: dict | None = None):
+        self.doc_vecs, self.ref_vecs, self.k = doc_vecs, ref_vecs, k
+        self._scores: dict[str, np.ndarray] = dict(known or {})
+
+    def __call__(self, kind: str) -> np.ndarray:
+        if kind not in self._scores:
+            self._scores[kind] = (mix_scores(self("mean"), self("knn")) if kind == "mix"
+                                  else similarity_scores(self.doc_vecs, self.ref_vecs, kind, self.k))
+        return self._scores[kind]
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
