@@ -188,8 +188,8 @@ def _add_tune_parsers(sub) -> None:
 
     p = sub.add_parser("eval", help="Score a base model or a trained adapter on a JSONL benchmark (needs equal[train]).",
                        description="Greedy generation on a benchmark: gsm8k (exact match of the final number after "
-                       "'####') or code (pass@1: each completion runs against the item's tests in a subprocess with a "
-                       "time limit and no network). vLLM when installed (and a GPU), transformers otherwise.")
+                       "'####') or code (pass@1: each completion runs against the item's tests in a sandbox: bubblewrap "
+                       "namespaces, no network, a time limit). vLLM when installed (and a GPU), transformers otherwise.")
     p.add_argument("model", help="An `equal train` output folder, a Hugging Face folder or name, or a .gguf file.")
     p.add_argument("--benchmark", required=True, help="JSONL benchmark file.")
     p.add_argument("--kind", required=True, choices=["gsm8k", "code"], help="How items are read and scored.")
@@ -202,6 +202,9 @@ def _add_tune_parsers(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least one).")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
                    help="auto: vLLM when installed and a GPU is present, else transformers.")
+    p.add_argument("--unsafe-exec", action="store_true",
+                   help="--kind code: where the sandbox (bubblewrap with user, pid, mount and network namespaces) "
+                   "cannot be made, run model-written code unsandboxed anyway; it can then reach this machine.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,19 +447,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         from .tune.bench_eval import evaluate, load_benchmark, make_generator, write_result
+        from .tune.coderun import SandboxUnavailable, require_sandbox
         from .tune.models import ModelError
     except ImportError as e:
         return _missing_train_extra(e)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
+        if args.kind == "code" and not args.unsafe_exec:
+            require_sandbox()  # before any model is loaded
         items = load_benchmark(args.benchmark, args.kind, limit=args.limit)
         max_new = args.max_new_tokens or (256 if args.kind == "gsm8k" else 512)
         generator, info = make_generator(args.model, max_new_tokens=max_new, batch_size=args.batch_size,
                                          device=args.device, backend=args.backend, threads=args.threads)
-        result = evaluate(items, generator, args.kind, timeout=args.timeout, say=say)
+        result = evaluate(items, generator, args.kind, timeout=args.timeout, say=say, unsafe_exec=args.unsafe_exec)
     except ImportError as e:
         return _missing_train_extra(e)
-    except (ModelError, ValueError, OSError) as e:
+    except (ModelError, SandboxUnavailable, ValueError, OSError) as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     result.meta.update(model=str(args.model), benchmark=str(args.benchmark), max_new_tokens=max_new, **info)

@@ -4,7 +4,7 @@ Two kinds of benchmark:
 
 * ``gsm8k``: items ``{question, answer}`` whose answer ends with ``#### <number>``; a completion is right
   when the final number it states (after ``####``, else its last number) equals the gold number.
-* ``code``: pass@1 with one greedy completion per item, run against the item's tests in a subprocess
+* ``code``: pass@1 with one greedy completion per item, run against the item's tests in a sandbox
   with a time limit and no network (:mod:`equal.tune.coderun`). Items may be MBPP-style (``text`` or
   ``question``/``prompt`` plus ``test_list`` and optional ``test_setup_code``), HumanEval-style
   (``prompt``, ``test``, ``entry_point``), or ``{question, answer}`` with the ``assert`` lines in the
@@ -245,9 +245,16 @@ class EvalResult:
 
 
 def score_completions(items: Sequence[Item], completions: Sequence[str], kind: Kind,
-                      timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Per-item results (``correct`` and what it was judged on) for completions already generated."""
-    from .coderun import run_python
+                      timeout: float = 10.0, unsafe_exec: bool = False) -> list[dict[str, Any]]:
+    """Per-item results (``correct`` and what it was judged on) for completions already generated.
+
+    Code runs in :mod:`equal.tune.coderun`'s sandbox; where it cannot be made this raises
+    :class:`~equal.tune.coderun.SandboxUnavailable`, unless ``unsafe_exec`` (then it runs unsandboxed).
+    """
+    from .coderun import require_sandbox, run_python
+
+    if kind == "code" and not unsafe_exec:
+        require_sandbox()
 
     results = []
     for item, completion in zip(items, completions, strict=True):
@@ -256,20 +263,27 @@ def score_completions(items: Sequence[Item], completions: Sequence[str], kind: K
             results.append({"id": item.id, "gold": item.gold, "prediction": pred, "correct": pred == item.gold,
                             "completion": completion})
         else:
-            run = run_python(code_program(item, completion), timeout=timeout)
-            results.append({"id": item.id, "correct": run.passed, "status": run.status,
+            run = run_python(code_program(item, completion), timeout=timeout, unsafe=unsafe_exec)
+            results.append({"id": item.id, "correct": run.passed, "status": run.status, "sandboxed": run.sandboxed,
                             "seconds": run.seconds, "completion": completion, "output": run.output[-500:]})
     return results
 
 
 def evaluate(items: Sequence[Item], generator: Generator, kind: Kind, timeout: float = 10.0,
-             say: Callable[[str], None] = lambda m: None) -> EvalResult:
-    """Generate one completion per item with ``generator`` and score them: ``score`` = share correct."""
+             say: Callable[[str], None] = lambda m: None, unsafe_exec: bool = False) -> EvalResult:
+    """Generate one completion per item with ``generator`` and score them: ``score`` = share correct.
+
+    For ``code``, the sandbox is checked before anything is generated (see :func:`score_completions`).
+    """
+    if kind == "code" and not unsafe_exec:
+        from .coderun import require_sandbox
+
+        require_sandbox()
     t0 = time.perf_counter()
     completions = generator.generate([it.prompt for it in items])
     gen_s = time.perf_counter() - t0
     say(f"generated {len(items)} completions in {gen_s:.1f}s ({generator.name})")
-    results = score_completions(items, completions, kind, timeout=timeout)
+    results = score_completions(items, completions, kind, timeout=timeout, unsafe_exec=unsafe_exec)
     correct = sum(r["correct"] for r in results)
     n = len(results)
     return EvalResult(kind=kind, score=correct / n if n else 0.0, n=n, correct=correct, items=results,
