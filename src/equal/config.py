@@ -52,6 +52,9 @@ class CorpusConfig:
     max_chars: int = _f(100_000, "Documents longer than this many characters are truncated or skipped (see too_long).")
     too_long: Literal["truncate", "skip"] = _f("truncate", "What to do with a document over max_chars.")
     min_chars: int = _f(1, "Documents with fewer non-whitespace characters than this are skipped as empty.")
+    strict: bool = _f(False, "A compressed JSONL shard cut off mid-stream or corrupt (or a Parquet file with an "
+                      "unreadable row group) is an error. Otherwise its readable part is used and the shard is named "
+                      "in the skip counts (summary.json: skipped, truncated_shard:FILE / unreadable_shard:FILE).")
 
 
 @dataclass

@@ -27,6 +27,10 @@ Bad records are never fatal. Each one is counted by reason in
     an id that is neither a string nor an integer.
 ``duplicate_id``
     an id already seen; the first document with that id is kept.
+``truncated_shard:<file>`` / ``unreadable_shard:<file>``
+    a compressed JSONL shard that ends mid-stream / whose stream is corrupt, or a Parquet file with an
+    unreadable row group: counted once per shard, named, its readable part kept
+    (``corpus_options.strict: true`` makes it an error instead).
 
 Repairs that keep the document are counted in :attr:`Corpus.notes`:
 ``invalid_utf8`` (invalid bytes or lone surrogate escapes replaced by U+FFFD),
@@ -34,8 +38,10 @@ Repairs that keep the document are counted in :attr:`Corpus.notes`:
 of the text is used, see :func:`content_id`).
 
 Fatal problems (no corpus file, an unreadable file, a Parquet / dataset
-without the text column, a corpus with no usable document) raise
-:class:`CorpusError` with a one-line message.
+without the text column, a corpus with no usable document, a JSONL file in
+UTF-16 or UTF-32, see :func:`equal.corpus_io.sniff_encoding`) raise
+:class:`CorpusError` with a one-line message. A UTF-8 byte-order mark is
+stripped.
 
 Sharded corpora: a folder holding JSONL shards (``.jsonl``, ``.jsonl.gz``,
 ``.jsonl.zst``, mixed with ``.parquet`` files if need be), a glob such as
@@ -61,6 +67,7 @@ import json
 import logging
 import math
 import operator
+import os
 import re
 from array import array
 from collections import Counter
@@ -71,6 +78,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .config import CorpusConfig
+from .corpus_io import StreamDamage, encoding_message, iter_lines, sniff_encoding
 from .types import Document
 
 log = logging.getLogger(__name__)
@@ -274,6 +282,8 @@ class _JsonlSource(_Source):
         parse = self._parse
         with open(self.path, "rb") as f:
             for line in f:
+                if pos == 0:
+                    _check_encoding(self.path, "jsonl", line)
                 yield parse(line, pos)
                 pos += len(line)
 
@@ -286,9 +296,10 @@ class _JsonlSource(_Source):
         return out
 
 
-def _is_io_error(e: Exception) -> bool:
-    """An operating-system error (permission, missing file), as opposed to a bad compressed stream."""
-    return isinstance(e, CorpusError) or (isinstance(e, OSError) and e.errno is not None)
+def _check_encoding(path: Path, kind: str, first_line: bytes) -> None:
+    found = sniff_encoding(first_line[:4])
+    if found:
+        raise CorpusError(encoding_message(path, kind, found))
 
 
 class _CompressedJsonlSource(_JsonlSource):
@@ -299,49 +310,35 @@ class _CompressedJsonlSource(_JsonlSource):
 
     _cache: tuple[Path, bytes] | None = None  # shared by all instances: one decompressed shard at a time
 
-    def __init__(self, path: Path, kind: str) -> None:
+    def __init__(self, path: Path, kind: str, label: str | None = None) -> None:
         super().__init__(path)
         self.kind = kind
-
-    def _open(self):
-        if self.kind == "gz":
-            import gzip
-
-            return gzip.open(self.path, "rb")
-        try:
-            import zstandard
-        except ImportError:  # pragma: no cover - zstandard is a core dependency
-            raise CorpusError(f"reading {self.path} needs the 'zstandard' package") from None
-        import io
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(self.path, "rb"), closefd=True))
+        self.label = label or path.name  # how the shard is named in the skip counts
 
     def scan(self) -> Iterator[_Raw]:
         pos = 0
         parse = self._parse
         try:
-            with self._open() as f:
-                for line in f:
-                    yield parse(line, pos)
-                    pos += len(line)
-        except Exception as e:  # a truncated or corrupt stream: keep what was read before it
-            if _is_io_error(e):
-                raise
-            log.warning("corpus shard %s: compressed stream unreadable after %d bytes (%s)", self.path, pos,
-                        _one_line(e))
+            for line in iter_lines(self.path, self.kind):
+                if pos == 0:
+                    _check_encoding(self.path, self.kind, line)
+                yield parse(line, pos)
+                pos += len(line)
+        except StreamDamage as e:  # a truncated or corrupt stream: keep what was read before it, and say so
+            log.warning("corpus shard %s: compressed stream %s after %d bytes (%s)", self.path, e.kind, pos,
+                        _one_line(e.detail))
+            yield _Raw(pos, None, f"{e.kind}_shard:{self.label}")
 
     def _data(self) -> bytes:
         cache = _CompressedJsonlSource._cache
         if cache is not None and cache[0] == self.path:
             return cache[1]
         _CompressedJsonlSource._cache = None  # free the previous shard first
-        chunks = []
+        chunks: list[bytes] = []
         try:
-            with self._open() as f:
-                chunks.extend(f)  # line by line, as scan read it: a broken tail loses no line scan kept
-        except Exception as e:  # the readable part is what scan indexed
-            if _is_io_error(e):
-                raise
+            chunks.extend(iter_lines(self.path, self.kind))  # line by line, as scan read it
+        except StreamDamage:  # the readable part is what scan indexed
+            pass
         data = b"".join(chunks)
         _CompressedJsonlSource._cache = (self.path, data)
         return data
@@ -370,6 +367,8 @@ class _ShardedSource(_Source):
         self.files = files
         self._text_field = text_field
         self._sources: dict[int, _Source] = {}
+        root = Path(os.path.commonpath([str(f.parent) for f in files]))
+        self._labels = [f.relative_to(root).as_posix() for f in files]  # shard names in the skip counts
         for i, f in enumerate(files):
             if shard_kind(f) == "parquet":
                 self._source(i)  # opened now: a bad file or a missing text column is reported at once
@@ -382,7 +381,7 @@ class _ShardedSource(_Source):
             if kind == "parquet":
                 src = _ParquetSource(f, self._text_field)
             elif kind in ("gz", "zst"):
-                src = _CompressedJsonlSource(f, kind)
+                src = _CompressedJsonlSource(f, kind, self._labels[i])
             else:
                 src = _JsonlSource(f)
             self._sources[i] = src
@@ -470,9 +469,10 @@ class _ParquetSource(_Source):
                     for rec in rows:
                         yield _Raw(pos, rec) if rec is not None else _Raw(pos, None, "unreadable_row")
                         pos += 1
-            except Exception as e:  # a corrupt row group: count its remaining rows, go on
+            except Exception as e:  # a corrupt row group: count its remaining rows, name the file, go on
                 log.warning("corpus %s: row group %d of %s unreadable (%s)", self.path, gi, self._paths[fi],
                             _one_line(e))
+                yield _Raw(pos, None, f"unreadable_shard:{self._paths[fi].name}")
             while pos < end:
                 yield _Raw(pos, None, "unreadable_row")
                 pos += 1
@@ -610,8 +610,23 @@ class Corpus:
             self._build_index(progress)
             if index_dir is not None and len(self.positions):
                 self._save_index(index_dir, key)
+        self._check_damage()
         if len(self.positions) == 0:
             raise CorpusError(self._no_documents_message())
+
+    def damaged_shards(self) -> dict[str, str]:
+        """Shards whose data could not be read to the end: ``{name: "truncated" | "unreadable"}``."""
+        return {k.split(":", 1)[1]: k.split("_shard:", 1)[0] for k in self.skipped
+                if k.startswith(("truncated_shard:", "unreadable_shard:"))}
+
+    def _check_damage(self) -> None:
+        damaged = self.damaged_shards()
+        if damaged and self.options.strict:
+            name, kind = next(iter(damaged.items()))
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            what = "is cut off mid-stream" if kind == "truncated" else "cannot be read to its end"
+            raise CorpusError(f"corpus shard {name} of {self.path} {what}{more}; corpus_options.strict is set: "
+                              f"repair or replace it, or set strict: false to keep its readable part")
 
     def _open_source(self, shards: list[Path] | None) -> _Source:
         if self.format == "shards":

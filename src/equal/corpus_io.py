@@ -1,0 +1,134 @@
+"""Byte-level reading for :mod:`equal.corpus`: compressed JSONL streams that say when they are damaged, and
+the text encoding of a JSONL file told from its first bytes.
+
+* :func:`iter_lines` yields the lines of a ``.jsonl.gz`` / ``.jsonl.zst`` file and raises
+  :class:`StreamDamage` where the stream stops being readable: ``truncated`` (it ends inside a gzip member
+  or a zstd frame: a copy cut off mid-stream) or ``unreadable`` (a bad header, a CRC or checksum mismatch,
+  corrupt data). Lines read before the damage are kept by the caller. zstd files are read frame by frame
+  (files of several frames, as ``pzstd`` writes them, are read whole), and a frame the file ends inside
+  is reported, which zstandard's stream reader would pass over in silence.
+* :func:`sniff_encoding` names the encoding that a byte-order mark (or the NUL pattern of BOM-less
+  UTF-16/32 JSON) shows: equal reads UTF-8, so a UTF-16 or UTF-32 file is a one-line error with the
+  command that converts it, instead of thousands of ``malformed_json`` lines. A UTF-8 byte-order mark is
+  harmless and stripped by the reader.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+CHUNK = 1 << 20  # compressed bytes read at a time
+
+
+class StreamDamage(Exception):
+    """A compressed stream that cannot be read to its end: ``kind`` is ``truncated`` or ``unreadable``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines (each with its ``\\n``, the last one maybe without) from a stream of byte chunks."""
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = rest + chunk
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            yield data[start: end + 1]
+            start = end + 1
+        rest = data[start:]
+    if rest:
+        yield rest
+
+
+def _gz_chunks(f: BinaryIO) -> Iterator[bytes]:
+    import gzip
+
+    try:
+        with gzip.open(f, "rb") as g:
+            while True:
+                chunk = g.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+    except EOFError as e:  # "Compressed file ended before the end-of-stream marker was reached"
+        raise StreamDamage("truncated", str(e)) from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise StreamDamage("unreadable", str(e)) from None
+
+
+def _zst_chunks(f: BinaryIO) -> Iterator[bytes]:
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    in_frame = False  # bytes of a frame were given to ``dobj`` and its end was not reached yet
+    try:
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                break
+            while data:
+                out = dobj.decompress(data)
+                in_frame = True
+                if out:
+                    yield out
+                if not dobj.eof:
+                    break
+                data, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False  # the next frame, if any
+    except zstandard.ZstdError as e:
+        raise StreamDamage("unreadable", str(e)) from None
+    if in_frame:
+        raise StreamDamage("truncated", "the file ends inside a zstd frame")
+
+
+def iter_lines(path: Path, kind: str) -> Iterator[bytes]:
+    """The lines of the ``gz`` or ``zst`` file ``path``; :class:`StreamDamage` where it breaks (after the
+    lines read before it). An error of the file system (``OSError`` with an errno) is raised as it is."""
+    with open(path, "rb") as f:
+        yield from _lines(_gz_chunks(f) if kind == "gz" else _zst_chunks(f))
+
+
+_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32", "big-endian"), (b"\xff\xfe\x00\x00", "UTF-32", "little-endian"),
+         (b"\xfe\xff", "UTF-16", "big-endian"), (b"\xff\xfe", "UTF-16", "little-endian"))
+
+
+def sniff_encoding(head: bytes) -> tuple[str, str] | None:
+    """``(encoding, how it was told)`` for a file that is not UTF-8 (UTF-16/32, by byte-order mark or by the
+    NUL bytes around an ASCII ``{``), from its first four bytes; None for UTF-8 (with or without a BOM)."""
+    for bom, enc, order in _BOMS:
+        if head.startswith(bom):
+            return f"{enc} ({order})", f"byte-order mark {bom.hex(' ').upper()}"
+    if len(head) >= 4:
+        nul = [b == 0 for b in head[:4]]
+        if nul == [False, True, True, True]:
+            return "UTF-32 (little-endian)", "NUL bytes around the first character (no byte-order mark)"
+        if nul == [True, True, True, False]:
+            return "UTF-32 (big-endian)", "NUL bytes before the first character (no byte-order mark)"
+        if nul == [False, True, False, True]:
+            return "UTF-16 (little-endian)", "NUL bytes between the first characters (no byte-order mark)"
+        if nul == [True, False, True, False]:
+            return "UTF-16 (big-endian)", "NUL bytes between the first characters (no byte-order mark)"
+    return None
+
+
+def encoding_message(path: Path, kind: str, found: tuple[str, str]) -> str:
+    """The one-line error for a corpus file in UTF-16/32: what it is, and the command that converts it."""
+    enc, how = found
+    family = enc.split()[0]
+    if kind == "jsonl":
+        fix = f"iconv -f {family} -t UTF-8 {path} > {path.with_suffix('')}.utf8{path.suffix}"
+    else:
+        tool = "gzip" if kind == "gz" else "zstd"
+        fix = f"{tool} -dc {path} | iconv -f {family} -t UTF-8 | {tool} > converted{''.join(path.suffixes)}"
+    return (f"corpus file {path} is {enc} text ({how}); equal reads UTF-8 JSONL: convert it first, e.g. "
+            f"{fix}")
