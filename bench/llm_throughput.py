@@ -61,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from equal.config import ExtractConfig, LLMConfig
-    from equal.extract.llm import OpenAIExtractor
+    from equal.extract.openai import OpenAIExtractor
 
     docs = load_docs(args.waves * max(args.levels) + max(args.levels))
     proc, url = start_server(args.latency)

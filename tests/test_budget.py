@@ -19,7 +19,7 @@ import pytest
 
 from conftest import equal_cli, write_slice
 from equal.config import ExtractConfig, LLMConfig
-from equal.extract.llm import OpenAIExtractor
+from equal.extract.openai.extractor import OpenAIExtractor
 from servers.fixtures import read_docs
 from servers.openai_server import OpenAIServer, doc_key
 

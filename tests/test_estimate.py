@@ -13,7 +13,7 @@ import pytest
 from conftest import write_jsonl
 from equal import Config
 from equal.estimate import DEFAULT_COMPLETION_TOKENS, estimate, format_estimate
-from equal.extract.llm import render, read_prompt
+from equal.extract.openai.prompt import read_prompt, render
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 

@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from equal.extract.llm import CONTENT_ATTEMPTS, OpenAIExtractor
+from equal.extract.openai.extractor import OpenAIExtractor
+from equal.extract.openai.transport import CONTENT_ATTEMPTS
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401
 from servers.openai_server import doc_key
 
@@ -240,7 +241,7 @@ def test_repeat_uses_cache_and_retries_only_failures(openai_server, llm_config, 
 
 @pytest.mark.parametrize("mode,reason", [("drop", "connection"), ("hang", "timeout"), ("500", "http_500")])
 def test_httpx_transport_reports_the_same_reasons(openai_server, llm_config, docs, monkeypatch, mode, reason):
-    import equal.extract.llm as llm_mod
+    import equal.extract.openai.transport as llm_mod
 
     monkeypatch.setattr(llm_mod, "USE_AIOHTTP", False)  # the openai client's default httpx transport
     f = openai_server.faults
@@ -255,7 +256,7 @@ def test_httpx_transport_reports_the_same_reasons(openai_server, llm_config, doc
 
 
 def test_httpx_transport_server_down_is_a_connection_error(llm_config, docs, monkeypatch):
-    import equal.extract.llm as llm_mod
+    import equal.extract.openai.transport as llm_mod
     from servers.openai_server import OpenAIServer
 
     monkeypatch.setattr(llm_mod, "USE_AIOHTTP", False)

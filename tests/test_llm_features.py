@@ -14,7 +14,7 @@ import pytest
 
 from equal.config import ConfigError
 from equal.extract.base import EndpointDown, Extractor, SpendCapReached, make_extractor
-from equal.extract.llm import OpenAIExtractor
+from equal.extract.openai.extractor import OpenAIExtractor
 from equal.types import Document
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401
 from servers.openai_server import OpenAIServer, doc_key

@@ -49,7 +49,7 @@ def llama_cpp_installed():
 
 
 from equal.config import ExtractConfig, LLMConfig  # noqa: E402
-from equal.extract.llm import OpenAIExtractor  # noqa: E402
+from equal.extract.openai.extractor import OpenAIExtractor  # noqa: E402
 from servers.proxy import RecordingProxy  # noqa: E402
 
 _WORDS = re.compile(r"[a-z0-9]+")

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from equal.config import ExtractConfig
-from equal.extract.llm import PAIRS_SCHEMA, cut_text, parse_pairs, render, validate_pairs
+from equal.extract.base import cut_text
+from equal.extract.openai.parse import PAIRS_SCHEMA, parse_pairs, validate_pairs
+from equal.extract.openai.prompt import render
 
 P1 = {"question": "What is the capital of Mongolia?", "answer": "Ulaanbaatar."}
 P2 = {"question": "When did Genghis Khan die?", "answer": "In 1227."}

@@ -55,12 +55,12 @@ def _chat_tokens(tok: Any, prompt: str) -> int | None:
 
 def prompt_tokens(extractor: Any, text: str, template: str | None = None) -> int:
     """Prompt tokens of one document as the extractor would send it (cut, rendered, counted)."""
-    from .extract.llm import render
+    from .extract.openai.prompt import render
 
     cut, _ = extractor.truncate(text)
-    prompt = render(template or extractor._template, document=cut,
+    prompt = render(template or extractor.template, document=cut,
                     max_pairs=str(extractor.cfg.max_pairs_per_doc), pairs="")
-    tok = extractor._load_tokenizer()
+    tok = extractor.load_tokenizer()
     if tok is not None:
         n = _chat_tokens(tok, prompt)
         if n is not None:
@@ -124,8 +124,9 @@ def estimate(cfg: Config, sample: int = SAMPLE_DOCS, restart: bool = False) -> d
     """The dry-run estimate of the run ``cfg`` describes (see the module docstring); ``restart``: as if
     the run folder were started over (what it already holds is not subtracted)."""
     from .corpus import Corpus
-    from .extract.llm import spend_cost
-    from .run import Plan, llm_usage
+    from .extract.openai.spend import spend_cost
+    from .run.worklog import llm_usage
+    from .sizing import Plan
 
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=None, progress=False)
     n = len(corpus)
@@ -142,7 +143,7 @@ def estimate(cfg: Config, sample: int = SAMPLE_DOCS, restart: bool = False) -> d
     if cfg.extract.name != "openai":  # no LLM: nothing to pay
         est["cost"] = spend_cost(0, 0, llm)
         return est
-    from .extract.llm import OpenAIExtractor
+    from .extract.openai.extractor import OpenAIExtractor
 
     ex = OpenAIExtractor(dataclasses.replace(cfg.extract, cache=False))  # no cache opened or created
     try:
@@ -165,7 +166,7 @@ def estimate(cfg: Config, sample: int = SAMPLE_DOCS, restart: bool = False) -> d
         if llm.refine:  # a second request per document that gave pairs: its document, its pairs, the answer
             share = history["with_pairs"] if history is not None else 1.0
             refine_calls = int(round(calls * share))
-            per_refine = float(np.mean([prompt_tokens(ex, t, ex._refine_template) for t in texts])) if texts else 0.0
+            per_refine = float(np.mean([prompt_tokens(ex, t, ex.refine_template) for t in texts])) if texts else 0.0
             prompt += refine_calls * (per_refine + per_completion)
             completion += refine_calls * per_completion
         prompt_i, completion_i = int(round(prompt)), int(round(completion))

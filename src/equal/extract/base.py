@@ -67,6 +67,31 @@ class Extractor(Protocol):
         ...
 
 
+@runtime_checkable
+class SpendAware(Protocol):
+    """An extractor that pays for what it does and enforces spend caps (the ``openai`` extractor).
+
+    A run may span several processes (stopped at a cap, resumed); before the first batch of a process the
+    pipeline calls :meth:`set_spend_base` with what the earlier processes of the run already spent, read
+    from ``state/llm_usage.json``, so that the caps count the whole run. Extractors that spend nothing
+    (the heuristic one) need not implement it; :func:`tell_spend_base` skips them.
+    """
+
+    def set_spend_base(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Tokens spent before this extractor was made (earlier processes of the same run), to be counted
+        against the spend caps together with its own. Replaces the value of an earlier call; does not
+        change ``stats()``, which counts this extractor's own requests only."""
+        ...
+
+
+def tell_spend_base(extractor: Any, prompt_tokens: int, completion_tokens: int) -> bool:
+    """Call ``extractor.set_spend_base(...)`` where the extractor is :class:`SpendAware`; whether it was."""
+    if isinstance(extractor, SpendAware):
+        extractor.set_spend_base(prompt_tokens, completion_tokens)
+        return True
+    return False
+
+
 def make_extractor(cfg: ExtractConfig) -> Extractor:
     """Build the extractor named by ``cfg.name``."""
     if cfg.name == "heuristic":
@@ -75,7 +100,7 @@ def make_extractor(cfg: ExtractConfig) -> Extractor:
         return HeuristicExtractor(max_pairs_per_doc=cfg.max_pairs_per_doc, min_question_chars=cfg.min_question_chars,
                                   min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars)
     if cfg.name == "openai":
-        from .llm import OpenAIExtractor
+        from .openai.extractor import OpenAIExtractor
 
         return OpenAIExtractor(cfg)
     raise ValueError(f"unknown extractor: {cfg.name}")
