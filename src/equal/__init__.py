@@ -8,7 +8,7 @@ optimal-transport reward against a reference set.
 >>> result = run(Config(corpus="corpus.jsonl", reference="ref.jsonl", out="runs/x"))  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import Config, ConfigError  # noqa: E402
 from .run import Pipeline, RunError, RunResult, run  # noqa: E402

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import yaml
 
 from .config import Config, ConfigError
+from .errors import EqualError, Interrupted
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -142,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Write the pairs of a finished run that pass hygiene (the run's config "
                            "plus --decontaminate) into --out as train (and validation) files and README.md.")
     p_exp.add_argument("run_dir", help="A finished run folder.")
-    p_exp.add_argument("--format", required=True, choices=["messages", "alpaca", "sharegpt", "parquet", "hf"],
-                       help="messages (OpenAI/TRL JSONL), alpaca, sharegpt, parquet, or hf (save_to_disk folder).")
+    p_exp.add_argument("--format", required=True,
+                       choices=["prompt-completion", "messages", "alpaca", "sharegpt", "parquet", "hf"],
+                       help="prompt-completion (TRL's, the loss on the answer; what equal train reads), messages "
+                       "(OpenAI/TRL JSONL), alpaca, sharegpt, parquet, or hf (save_to_disk folder). Each export "
+                       "holds LLaMA-Factory's dataset_info.json and an axolotl.yaml block where they read it.")
     p_exp.add_argument("--out", required=True, help="Output folder (new, empty, or an earlier export).")
     p_exp.add_argument("--validation", type=float, help="Share of documents whose pairs form a validation split "
                        "(default export.validation_fraction, 0).")
@@ -213,13 +217,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)  # also where a handler was already set (in-process callers)
+    try:
+        return _dispatch(parser, args)
+    except Interrupted as e:
+        print(f"equal: interrupted (signal {e.signum}); progress is saved. Resume with the same command.",
+              file=sys.stderr)
+        return e.exit_code
+    except EqualError as e:  # every user-facing error: one line, its exit code
+        print(f"equal: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "report":
+        from .layout import FolderLock, check_files
         from .report import write_report
 
         if not (Path(args.run_dir) / "summary.json").exists():
             print(f"equal: error: {args.run_dir} holds no finished run (no summary.json)", file=sys.stderr)
             return 2
-        print(write_report(args.run_dir))
+        check_files(args.run_dir)
+        with FolderLock(args.run_dir):
+            print(write_report(args.run_dir))
         return 0
     if args.command == "export":
         return _cmd_export(args)
@@ -227,20 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_inspect(args)
     if args.command in ("train", "eval"):
         return _cmd_train(args) if args.command == "train" else _cmd_eval(args)
-    try:
-        cfg = _load_config(args)
-        if args.command == "config":
-            sys.stdout.write(cfg.to_yaml(comments=True))
-            return 0
-        if args.command == "run":
-            return _cmd_run(cfg, args)
-        if args.command == "extract-all":
-            return _cmd_extract_all(cfg, args)
-        if args.command == "compare":
-            return _cmd_compare(cfg, args)
-    except ConfigError as e:
-        print(f"equal: error: {e}", file=sys.stderr)
-        return 2
+    cfg = _load_config(args)
+    if args.command == "config":
+        sys.stdout.write(cfg.to_yaml(comments=True))
+        return 0
+    if args.command == "run":
+        return _cmd_run(cfg, args)
+    if args.command == "extract-all":
+        return _cmd_extract_all(cfg, args)
+    if args.command == "compare":
+        return _cmd_compare(cfg, args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -248,27 +263,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_dry_run(cfg: Config, args: argparse.Namespace) -> int:
     import json
 
-    from .corpus import CorpusError
     from .estimate import estimate, format_estimate
-    from .run import RunError
 
     if not cfg.corpus:
         print("equal: error: missing --corpus (or set it in --config)", file=sys.stderr)
         return 2
-    try:
-        est = estimate(cfg, restart=args.restart)
-    except (RunError, CorpusError) as e:
-        print(f"equal: error: {e}", file=sys.stderr)
-        return 2
+    est = estimate(cfg, restart=args.restart)
     sys.stdout.write(json.dumps(est) + "\n" if args.json else format_estimate(est))
     return 0
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
-    from .corpus import CorpusError
-    from .embed import EmbedderError
-    from .io import OutputError
-    from .run import CapReached, Interrupted, RunError, run
+    from .run import run
 
     if args.dry_run:
         return _cmd_dry_run(cfg, args)
@@ -284,19 +290,11 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     messages = logging.getLogger("equal").getEffectiveLevel() > logging.INFO
     try:
         result = run(cfg, progress=not args.quiet, restart=args.restart, messages=messages)
-    except Interrupted as e:
-        print(f"equal: interrupted (signal {e.signum}); progress is saved. Resume with the same command.",
-              file=sys.stderr)
-        return 128 + e.signum
-    except CapReached as e:
-        print(f"equal: stopped: {e}", file=sys.stderr)
-        return 3
-    except (RunError, CorpusError, EmbedderError, OutputError) as e:
-        print(f"equal: error: {e}", file=sys.stderr)
-        return 2
+    except EqualError:
+        raise
     except OSError as e:
-        print(f"equal: error: {e.strerror or e} ({getattr(e, 'filename', '') or ''}); progress so far is saved",
-              file=sys.stderr)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""  # a write to an open file names none
+        print(f"equal: error: {e.strerror or e}{where}; progress so far is saved", file=sys.stderr)
         return 1
     s = result.summary
     out = Path(cfg.out)
@@ -325,20 +323,16 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
-    from .corpus import CorpusError
-    from .embed import EmbedderError
-    from .executors import ExecutorError
-    from .experiments.table import TableError, extract_all
+    from .experiments.table import extract_all
     from .extract.base import EndpointDown, SpendCapReached
+    from .layout import FolderLock
 
     if not cfg.corpus or not args.out:
         print("equal: error: extract-all needs --corpus and --out (the table folder)", file=sys.stderr)
         return 2
     try:
-        out = extract_all(cfg, args.out, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
-    except (CorpusError, EmbedderError, TableError, ExecutorError) as e:
-        print(f"equal: error: {e}", file=sys.stderr)
-        return 2
+        with FolderLock(args.out, "table folder"):
+            out = extract_all(cfg, args.out, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
     except EndpointDown as e:
         print(f"equal: error: {e} — run the same command again to resume", file=sys.stderr)
         return 2
@@ -355,10 +349,7 @@ def _cmd_extract_all(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
-    from .corpus import CorpusError
     from .experiments.compare import compare
-    from .experiments.table import TableError
-    from .reference import ReferenceError
 
     missing = [n for n in ("corpus", "reference") if not getattr(cfg, n)]
     if missing or not args.out:
@@ -369,7 +360,9 @@ def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
         out = compare(cfg, args.table, policies, budgets, args.seeds, args.out, label_field=args.label_field,
                       target=args.target, eval_size=args.eval_size, progress=not args.quiet)
-    except (CorpusError, ReferenceError, TableError, ValueError) as e:
+    except ValueError as e:
+        if isinstance(e, EqualError):
+            raise
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     print(f"results: {out / 'results.md'}")
@@ -379,23 +372,29 @@ def _cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportError, export
     from .hygiene import HygieneError
+    from .layout import FolderLock, check_files
 
+    check_files(args.run_dir)  # a damaged run is refused, never exported short
     try:
-        res = export(args.run_dir, args.format, args.out, validation=args.validation, seed=args.seed,
-                     decontaminate=args.decontaminate, hygiene=not args.no_hygiene, license=args.license)
+        with FolderLock(args.run_dir):  # the export writes its drop report into the run folder
+            res = export(args.run_dir, args.format, args.out, validation=args.validation, seed=args.seed,
+                         decontaminate=args.decontaminate, hygiene=not args.no_hygiene, license=args.license)
     except (ExportError, HygieneError) as e:
         print(f"equal: error: {e}", file=sys.stderr)
         return 2
     h = res.hygiene
     print(f"export: {res.out} ({args.format}; {', '.join(f'{k} {n}' for k, n in res.splits.items())} pairs)")
-    print(f"hygiene: {h['kept']} of {h['pairs']} pairs kept; dropped {h['exact_duplicate']} exact duplicates, "
-          f"{h['near_duplicate']} near duplicates, {h['contaminated']} contaminated ({res.report})")
+    print(f"hygiene: {h['kept']} of {h['pairs']} pairs kept; dropped {h['contaminated']} contaminated, "
+          f"{h.get('low_quality', 0)} by quality rules, {h['exact_duplicate']} exact and {h['near_duplicate']} near "
+          f"duplicates ({res.report})")
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .inspection import InspectError, inspect_run
+    from .layout import check_files
 
+    check_files(args.run_dir)
     try:
         sys.stdout.write(inspect_run(args.run_dir, cluster=args.cluster, top_terms=args.top))
     except InspectError as e:
@@ -430,6 +429,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.show_config:
             sys.stdout.write(cfg.to_yaml())
             return 0
+        if Path(args.run_dir).is_dir():
+            from .layout import check_files
+
+            check_files(args.run_dir)  # a damaged run folder is refused
         result = train(args.run_dir, args.model, args.out, cfg, say=lambda m: print(m, file=sys.stderr))
     except ImportError as e:
         return _missing_train_extra(e)

@@ -8,6 +8,8 @@ the budget" (see :mod:`equal.sizing`).
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or file is wrong (a user error: no traceback)."""
 
 
@@ -77,6 +79,12 @@ class EmbedConfig:
                                  "up to a multiple of batch_size, and chunk_docs up to a multiple of it. None: one "
                                  "batch per call.")
     device: str | None = _f(None, "Torch device (cpu, cuda, mps); None picks cuda when available.")
+    backend: Literal["torch", "onnx", "onnx-int8"] = _f(
+        "torch", "What runs a sentence-transformers model on the CPU: torch (fp32), onnx (ONNX Runtime, fp32) or "
+        "onnx-int8 (ONNX Runtime, weights quantized to int8 for the CPU's instruction set: about twice torch's "
+        "rate, vectors at cosine ~0.99 of fp32). The ONNX model is exported offline from the torch one on first use "
+        "and kept in <cache root>/models under a hash of its files. Its vectors are cached apart from torch's. On a "
+        "GPU the torch fp16 path is used whatever this says; a static model has no backend.")
     cache: bool = _f(True, "Share finished corpus embeddings between runs on the same corpus and model, and the "
                      "embedded reference samples between runs on the same reference (in <cache root>/embeddings, "
                      "the cache root being extract.cache_dir or its default).")
@@ -231,11 +239,16 @@ class ExtractConfig:
     llm: LLMConfig = field(default_factory=LLMConfig, metadata={"help": "LLM endpoint settings (extractor openai)."})
 
 
+# the quality rules of hygiene (equal.hygiene), each a reason in the drop report
+DROP_RULES = ("heading_question", "heading_answer", "link_answer", "short")
+
+
 @dataclass
 class HygieneConfig:
     """Dataset hygiene applied to what is exported (dataset.jsonl always keeps every extracted pair)."""
 
-    enabled: bool = _f(True, "Apply hygiene (deduplication and decontamination) to exports; counted in summary.json.")
+    enabled: bool = _f(True, "Apply hygiene (decontamination, quality rules, deduplication) to exports; counted in "
+                       "summary.json.")
     dedup: bool = _f(True, "Drop exact duplicate QA pairs (same lower-cased words in question and answer).")
     near_dedup: bool = _f(True, "Drop near-duplicate QA pairs (MinHash LSH, datasketch), keeping the first.")
     near_threshold: float = _f(0.8, "Jaccard similarity of word shingles at or above which two pairs are "
@@ -246,6 +259,16 @@ class HygieneConfig:
                                   "instruction/output or text items): a pair whose question or answer shares an "
                                   "ngram-word sequence with any of their items is dropped.")
     ngram: int = _f(13, "Decontamination n-gram length in words (a word is a lower-cased \\w+ token).")
+    drop_rules: list[str] = _f(["heading_question", "heading_answer", "link_answer", "short"],
+                               "Quality rules applied before deduplication (empty: none): heading_question (the "
+                               "question is a bare heading, macro or label, not a question, problem or instruction), "
+                               "heading_answer (the answer is only headings), link_answer (only links), short "
+                               "(below min_question_words / min_answer_words).")
+    min_question_words: int = _f(3, "Rule short: fewer words in the question (LaTeX macros and markup left out) drop "
+                                 "the pair.")
+    min_answer_words: int = _f(1, "Rule short: fewer words (or numbers) in the answer drop the pair.")
+    problem_words: int = _f(12, "Rule heading_question: a question without '?' and not opening with a question or "
+                            "instruction word passes from this many words on (a problem statement).")
 
 
 @dataclass
@@ -369,10 +392,6 @@ class Config:
                                   "and/or extract.llm.price_completion_per_mtok")
         if llm.max_tokens_total is not None and llm.max_tokens_total < 1:
             raise ConfigError(f"extract.llm.max_tokens_total must be >= 1 or null, got {llm.max_tokens_total}")
-        from .select.recipe import STRATEGIES
-
-        if self.policy not in STRATEGIES:
-            raise ConfigError(f"policy: {self.policy!r} is not one of {', '.join(STRATEGIES)}")
         if self.score.prior_sample < 1:
             raise ConfigError("score.prior_sample must be >= 1")
         if not 0 <= self.bandit.epsilon <= 1:
@@ -383,6 +402,9 @@ class Config:
             raise ConfigError("hygiene.near_threshold must be in (0, 1]")
         if self.hygiene.ngram < 1 or self.hygiene.shingle_words < 1 or self.hygiene.num_perm < 16:
             raise ConfigError("hygiene.ngram and hygiene.shingle_words must be >= 1, hygiene.num_perm >= 16")
+        bad = sorted(set(self.hygiene.drop_rules) - set(DROP_RULES))
+        if bad:
+            raise ConfigError(f"hygiene.drop_rules: {', '.join(bad)} not among {', '.join(DROP_RULES)}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
         for name in ("num_cpus", "threads", "embed_workers", "extract_workers"):

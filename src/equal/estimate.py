@@ -125,7 +125,8 @@ def estimate(cfg: Config, sample: int = SAMPLE_DOCS, restart: bool = False) -> d
     the run folder were started over (what it already holds is not subtracted)."""
     from .corpus import Corpus
     from .extract.openai.spend import spend_cost
-    from .run import Plan, llm_usage
+    from .run.worklog import llm_usage
+    from .sizing import Plan
 
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=None, progress=False)
     n = len(corpus)

@@ -23,6 +23,8 @@ same model (its fingerprint) as the driver, and refuses to work otherwise.
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import logging
 import os
 import pickle
@@ -37,7 +39,7 @@ from .types import Extraction
 log = logging.getLogger("equal")
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(UserError, RuntimeError):
     """The executor cannot run (Ray missing, a worker that sees other files than the driver)."""
 
 
@@ -134,23 +136,13 @@ class LocalExecutor:
 # ---------------------------------------------------------------- Ray
 def embedder_spec(embedder) -> dict[str, Any]:
     """What a worker needs to load the same embedder (and the fingerprint it must match)."""
-    from .embed import StaticEmbedder
-
-    if isinstance(embedder, StaticEmbedder):
-        return {"kind": "static", "path": embedder.path, "name": embedder.name, "batch_size": embedder.batch_size,
-                "max_seq_length": embedder.max_seq_length, "fingerprint": embedder.fingerprint()}
-    return {"kind": "st", "path": embedder.path, "batch_size": embedder.batch_size,
-            "max_seq_length": int(embedder.model.max_seq_length), "device": str(embedder.device),
-            "fingerprint": embedder.fingerprint()}
+    return {**embedder.spec(), "fingerprint": embedder.fingerprint()}
 
 
 def load_embedder(spec: dict[str, Any]):
-    from .embed import Embedder, StaticEmbedder
+    from .embed import from_spec
 
-    if spec["kind"] == "static":
-        emb = StaticEmbedder(spec["path"], spec["batch_size"], spec["max_seq_length"], name=spec["name"])
-    else:
-        emb = Embedder(spec["path"], spec["batch_size"], spec["max_seq_length"], spec["device"])
+    emb = from_spec(spec)
     if emb.fingerprint() != spec["fingerprint"]:
         raise ExecutorError(f"a Ray worker on {os.uname().nodename} loaded the embedding model {spec['path']} with "
                             f"another fingerprint than the driver's: the model files differ on that node")
@@ -368,7 +360,7 @@ class RayExecutor:
         if extract_cfg.cache_dir is None:  # the driver's cache folder, wherever the workers' defaults point
             import dataclasses
 
-            from .run import cache_root
+            from .vectors import cache_root
 
             extract_cfg = dataclasses.replace(extract_cfg, cache_dir=str(cache_root(self.cfg)))
         ds = self._items([{"start": s, "rows": rows[s: s + batch].tobytes()} for s in starts], workers)

@@ -8,6 +8,8 @@ cuts away whatever was appended after the last checkpoint.
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import json
 import os
 import tempfile
@@ -19,7 +21,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class OutputError(OSError):
+class OutputError(UserError, OSError):
     """The run folder cannot be written (permissions, full disk)."""
 
 

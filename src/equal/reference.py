@@ -28,6 +28,8 @@ pair raise :class:`ReferenceError` with a one-line message.
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from .types import QAPair
 _SHAPES = (("question", "answer"), ("prompt", "output"), ("instruction", "output"))
 
 
-class ReferenceError(ValueError):  # noqa: A001 - shadows the builtin only inside this module
+class ReferenceError(UserError, ValueError):  # noqa: A001 - shadows the builtin only inside this module
     """The reference set cannot be used (a user error, reported in one line)."""
 
 

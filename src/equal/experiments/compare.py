@@ -32,13 +32,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..align import apply_adapter
 from ..config import Config
+from ..embed import map_rows
 from ..io import atomic_write_json, atomic_write_text
-from ..score import ot_distance
+from ..score import Scorer, ot_distance
 from ..select import recipe
 from ..select.envs import ReplayEnv
-from ..select.loop import LoopState, run_loop
-from ..select.rewards import SelectedPool, make_reward
+from ..select.loop import LoopState
+from ..select.setup import Inputs, Warmup, build_selection, run_selection
+from ..sizing import Plan
 from .table import ExtractionTable, TableError
 
 EVAL_MAX_PAIRS = 2000
@@ -68,7 +71,7 @@ class ReplayContext:
         return len(self.base)
 
     def reward_vectors(self, cfg: Config) -> np.ndarray:
-        from ..run import reference_vectors
+        from ..vectors import reference_vectors
 
         key = (cfg.seed, cfg.score.reference_sample, cfg.score.prior_sample)
         if key not in self._reward:
@@ -113,54 +116,51 @@ class Replay:
     rounds: list[tuple[int, int, list[int]]]  # (round, arm, rows)
 
 
-def replay(cfg: Config, ctx: ReplayContext) -> Replay:
-    """Run the selection of ``cfg`` against the extraction table, exactly as ``equal run`` would."""
-    from ..align import apply_adapter
-    from ..cluster import kmeans
-    from ..embed import map_rows
-    from ..run import (Plan, align_adapter, arm_similarity, init_policy, length_cost, prior_similarity,
-                      tracking_covariate, warmup_similarity)
-    from ..score import Scorer
+class ReplaySteps:
+    """The recipe's steps against an extraction table, in memory (:class:`equal.select.setup.Steps`)."""
 
-    mode = recipe.align_mode(cfg.policy, cfg.align.mode)
-    if mode == "full":
+    def __init__(self, cfg: Config, ctx: ReplayContext, env: ReplayEnv) -> None:
+        self.cfg, self.ctx, self.env = cfg, ctx, env
+
+    def warmup(self, rows: np.ndarray) -> Warmup:
+        return Warmup.from_pull(rows, self.env.pull(rows))
+
+    def align(self, warm: Warmup, mode: str, adapter) -> tuple[np.ndarray, Any]:
+        if mode == "full":
+            raise ValueError("align.mode=full cannot be replayed (it re-embeds the corpus with a tuned model); "
+                             "use adapter or none")
+        if mode == "none" or not len(warm.indices):
+            return self.ctx.base, None
+        W = adapter()
+        return map_rows(self.ctx.base, self.ctx.work_dir / "aligned.npy", apply_adapter(W)), W
+
+    def cluster(self, vectors: np.ndarray, compute) -> np.ndarray:
+        c = compute()
+        return np.zeros(self.ctx.n, dtype=np.int32) if c is None else c.labels
+
+    def ranking(self, compute) -> np.ndarray:
+        return compute()
+
+    def start(self, policy, pool, labels, warm, init, fresh) -> LoopState:  # noqa: ARG002
+        init()
+        return fresh()
+
+
+def replay(cfg: Config, ctx: ReplayContext) -> Replay:
+    """Run the selection of ``cfg`` against the extraction table, exactly as ``equal run`` would: the same
+    recipe (:func:`equal.select.setup.build_selection`) with the table in place of the extractor."""
+    if recipe.align_mode(cfg.policy, cfg.align.mode) == "full":
         raise ValueError("align.mode=full cannot be replayed (it re-embeds the corpus with a tuned model); "
                          "use adapter or none")
     plan = Plan.make(cfg, ctx.n)
     scorer = Scorer(ctx.reward_vectors(cfg), None, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
     env = ReplayEnv(ctx.table, ctx.rows_to_table)
-    sim = ctx.similarity(cfg.bandit.similarity, cfg.bandit.similarity_k)
-
-    def similarity(kind: str) -> np.ndarray:
-        return ctx.similarity(kind, cfg.bandit.similarity_k)
-
-    warm_rows = recipe.warmup_rows(plan.n_docs, plan.warmup_docs, cfg.seed, cfg.align.warmup_sampling,
-                                   warmup_similarity(cfg, sim, similarity), cfg.align.warmup_pool_factor)
-    wres = env.pull(warm_rows)
-    warm = {"indices": warm_rows, "pair_doc": np.repeat(wres.rows, wres.n_pairs).astype(np.int64),
-            "vectors": wres.vectors}
-    vectors, W = ctx.base, None
-    if mode != "none" and len(warm_rows):
-        W, _ = align_adapter(ctx.base, warm, cfg)
-        vectors = map_rows(ctx.base, ctx.work_dir / "aligned.npy", apply_adapter(W))
-    arm_sim = arm_similarity(cfg, vectors, sim, ctx.prior_vecs, W)
-    prior_sim = prior_similarity(cfg, vectors, arm_sim, ctx.prior_vecs, W, similarity)
-    if recipe.is_ranking(cfg.policy):
-        labels = np.zeros(ctx.n, dtype=np.int32)
-        members = [recipe.ranking_order(cfg.policy, ctx.n, cfg.seed, sim=ctx.sim, doc_vecs=ctx.base,
-                                        ref_vecs=ctx.prior_vecs, doc_texts=ctx.doc_texts,
-                                        ref_texts=[p.text() for p in ctx.run_pairs], n=plan.budget_docs,
-                                        cache=ctx._rank_cache)]
-    else:
-        cc = cfg.cluster
-        labels = kmeans(vectors, plan.k, cc.niter, cfg.seed, cc.max_points_per_centroid, cc.nredo).labels
-        members = recipe.arm_members(labels, plan.k, warm_rows, cfg.seed, cfg.bandit.in_cluster, arm_sim)
-    policy = recipe.make_policy(cfg.policy, plan.k, cfg.bandit.alpha, cfg.bandit.alpha_schedule,
-                                cfg.bandit.epsilon, cfg.bandit.thompson_sigma)
-    init_policy(policy, cfg, plan, labels, warm, members, prior_sim, scorer)
-    pool = SelectedPool(ctx.table.dim, cfg.bandit.reward_pool, cfg.seed)
-    pool.add(warm["vectors"])
-    rows, vecs, rounds = [warm_rows], [warm["vectors"]], []
+    inputs = Inputs(cfg=cfg, plan=plan, base=ctx.base, prior_vecs=ctx.prior_vecs,
+                    similarity=lambda kind: ctx.similarity(kind, cfg.bandit.similarity_k), scorer=scorer,
+                    dim=ctx.table.dim, doc_texts=ctx.doc_texts, ref_texts=[p.text() for p in ctx.run_pairs],
+                    doc_lengths=lambda rows: [len(d.text) for d in ctx.corpus.get(rows)], rank_cache=ctx._rank_cache)
+    sel = build_selection(inputs, ReplaySteps(cfg, ctx, env))
+    rows, vecs, rounds = [sel.warm.indices], [sel.warm.vectors], []
 
     def on_round(rr, state):  # noqa: ARG001
         for ap in rr.pulls:
@@ -168,12 +168,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
             vecs.append(ap.result.vectors)
             rounds.append((rr.round, ap.arm, ap.result.rows.tolist()))
 
-    state = LoopState(round=0, docs_used=len(warm_rows), pointers=[0] * len(members), policy=policy.state_dict())
-    run_loop(policy, env, make_reward(cfg.bandit.reward, scorer), members, plan.budget_docs,
-             plan.clusters_per_round, plan.docs_per_pull, state, pool, cfg.seed, on_round=on_round,
-             cost=length_cost(ctx.corpus) if cfg.bandit.cost_aware else None,
-             covariate=tracking_covariate(cfg, prior_sim))
-    return Replay(rows=np.concatenate(rows).astype(np.int64), warmup=len(warm_rows),
+    run_selection(sel, env, cfg, plan, on_round=on_round)
+    return Replay(rows=np.concatenate(rows).astype(np.int64), warmup=len(sel.warm.indices),
                   vectors=np.concatenate(vecs) if vecs else np.zeros((0, ctx.table.dim), np.float32), rounds=rounds)
 
 
@@ -223,7 +219,7 @@ def build_context(cfg: Config, table_dir: str | Path, out: Path, eval_size: int,
     from ..corpus import Corpus
     from ..embed import make_embedder
     from ..reference import load_reference
-    from ..run import cache_root, embed_corpus
+    from ..vectors import cache_root, embed_corpus
 
     table = ExtractionTable.load(table_dir)
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "state", progress=progress)
@@ -259,7 +255,7 @@ def compare(cfg: Config, table_dir: str | Path, policies: list[str], budgets: li
     from ..progress import bar
 
     if policies == ["all"]:
-        policies = list(recipe.STRATEGIES)
+        policies = list(recipe.strategies())
     specs = {p: parse_spec(p) for p in policies}
     out = Path(out)
     (out / "state").mkdir(parents=True, exist_ok=True)

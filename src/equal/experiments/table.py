@@ -15,6 +15,8 @@ batch.
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from ..types import QAPair
 TABLE_VERSION = 2  # 2: every pair embedded in a forward pass of its own
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """The table is missing, incomplete or was built with another extractor/embedder/corpus."""
 
 
@@ -161,7 +163,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     from ..embed import make_embedder
     from ..executors import merge_stats
     from ..extract.base import make_extractor
-    from ..run import cache_root
+    from ..vectors import cache_root
 
     out = Path(out)
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "index", progress=progress)

@@ -60,6 +60,11 @@ class ArmStats:
 
     name = "stats"
 
+    @classmethod
+    def from_config(cls, k: int, bandit: Any) -> "ArmStats":  # noqa: ARG003 - options unused here
+        """Build the policy over ``k`` arms from the ``bandit`` config section (override to read options)."""
+        return cls(k)
+
     def __init__(self, k: int) -> None:
         self.k = int(k)
         self.pulls = np.zeros(self.k, dtype=np.int64)
@@ -175,6 +180,10 @@ class UCB(ArmStats):
         self.alpha = float(alpha)
         self.schedule = schedule
 
+    @classmethod
+    def from_config(cls, k: int, bandit: Any) -> "UCB":
+        return cls(k, bandit.alpha, bandit.alpha_schedule)
+
     def current_alpha(self) -> float:
         if self.schedule == "paper":
             return 1.0 / (float(self.counts().sum()) + 1.0)
@@ -209,6 +218,10 @@ class EpsilonGreedy(Greedy):
         super().__init__(k)
         self.epsilon = float(epsilon)
 
+    @classmethod
+    def from_config(cls, k: int, bandit: Any) -> "EpsilonGreedy":
+        return cls(k, bandit.epsilon)
+
     def choose(self, n: int, available: np.ndarray, rng: np.random.Generator) -> list[int]:
         greedy = self._top(self.scores(), int(available.sum()), available)
         out: list[int] = []
@@ -233,6 +246,10 @@ class Thompson(ArmStats):
         super().__init__(k)
         self.sigma = float(sigma)
         self._last: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, k: int, bandit: Any) -> "Thompson":
+        return cls(k, bandit.thompson_sigma)
 
     def _centre(self) -> np.ndarray:
         m = self.means()

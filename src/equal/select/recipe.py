@@ -24,27 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .members import Members
-from .policies import ArmStats, make_arm_policy
-
-BANDITS = {"equal": "ucb", "equal-no-align": "ucb", "greedy": "greedy", "epsilon-greedy": "epsilon-greedy",
-           "thompson": "thompson", "uniform-clusters": "uniform-clusters"}
-RANKINGS = ("random", "avg-sim", "tsds", "dsir", "full")
-STRATEGIES = tuple(BANDITS) + RANKINGS
-
-
-def is_ranking(policy: str) -> bool:
-    return policy in RANKINGS
-
-
-def align_mode(policy: str, mode: str) -> str:
-    """The alignment a run of ``policy`` really does: ``none`` for document rankings and ``equal-no-align``,
-    else ``align.mode`` (a run without warm-up pairs then skips it too)."""
-    return "none" if is_ranking(policy) or policy == "equal-no-align" else mode
-
-
-def check_policy(policy: str) -> None:
-    if policy not in STRATEGIES:
-        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(STRATEGIES)}")
+from .registry import RANKINGS, align_mode, check_policy, is_ranking, make_policy, strategies  # noqa: F401
 
 
 # ------------------------------------------------------------------ reference samples
@@ -244,9 +224,3 @@ def arm_prior(members: list[np.ndarray], sim: np.ndarray, warm: WarmupArms | Non
     out = a + b * nxt
     fill = float(np.nanmin(out)) if np.isfinite(out).any() else 0.0
     return np.nan_to_num(out, nan=fill)[:k]
-
-
-def make_policy(policy: str, k: int, alpha: float, schedule: str, epsilon: float, sigma: float) -> ArmStats:
-    if is_ranking(policy):
-        return make_arm_policy("ranking", 1)
-    return make_arm_policy(BANDITS[policy], k, alpha=alpha, schedule=schedule, epsilon=epsilon, sigma=sigma)

@@ -17,6 +17,8 @@ greedy decoding with transformers; :class:`VLLMGenerator` is used instead when v
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import os
 import re
@@ -33,7 +35,7 @@ GSM8K_INSTRUCTION = "\nSolve the problem step by step. End with the final answer
 CODE_INSTRUCTION = "\nWrite the Python function in one ```python code block."
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError, ValueError):
     """A benchmark file or item cannot be read (a user error: no traceback)."""
 
 

@@ -9,6 +9,8 @@ weights, the tokenizer and ``base_model.json`` (the :class:`ModelRef` of its bas
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -18,7 +20,7 @@ from typing import Any
 BASE_RECORD = "base_model.json"
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model, GGUF file or adapter folder cannot be found or read (a user error: no traceback)."""
 
 

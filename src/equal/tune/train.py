@@ -17,6 +17,8 @@ and 1e-3 (a CPU trains small models).
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import dataclasses
 import json
 import math
@@ -133,7 +135,7 @@ class TrainResult:
     model: Any = None  # the trained peft model (in memory), for callers that go on using it
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     """Training cannot start (no data, an unreadable run folder); a user error."""
 
 
