@@ -19,7 +19,7 @@ from conftest import REF_MATH, read_corpus, write_jsonl
 def real_pairs():
     """Pairs the heuristic extractor finds in the first 1,500 documents of the shared corpus."""
     from equal.config import ExtractConfig
-    from equal.extract.base import make_extractor
+    from equal.extract.registry import make_extractor
     from equal.types import Document
 
     docs = [Document(i, r["id"], r["text"]) for i, r in enumerate(read_corpus(1500))]
@@ -110,18 +110,76 @@ def test_planted_gsm8k_items_are_removed_by_decontamination_and_nothing_else(rea
         w = _words(item["question"])
         pairs.append({"question": " ".join(w[:12]) + " please", "answer": "zebra " + " ".join(w[13:25]), "doc_id": "y"})
         near_miss.append(len(pairs) - 1)
-    res = apply_hygiene(pairs, HygieneConfig(dedup=False, near_dedup=False, decontaminate=[str(path)]))
+    # decontamination alone (the quality rules are tested below)
+    res = apply_hygiene(pairs, HygieneConfig(dedup=False, near_dedup=False, decontaminate=[str(path)], drop_rules=[]))
     dropped = {d["index"]: d for d in res.dropped}
     assert set(dropped) == planted  # every planted item, and no real pair of the slice, no near miss
-    assert all(d["reason"] == "contaminated" and d["eval_file"] == str(path) for d in dropped.values())
+    assert all(d["reason"] == "contaminated" and d["eval_file"] == path.name for d in dropped.values())
     for i, d in dropped.items():  # the reported n-gram is really in the pair and in the named evaluation item
         item = items[d["eval_line"] - 1]
         assert " ".join(_words(pairs[i][d["field"]])).find(d["ngram"]) >= 0
         assert d["ngram"] in " ".join(_words(item["question"])) or d["ngram"] in " ".join(_words(item["answer"]))
     assert res.counts["decontaminate"]["items"] == [len(items)]
     # a shorter n-gram length catches the 12-word near misses too
-    res12 = apply_hygiene(pairs, HygieneConfig(dedup=False, near_dedup=False, decontaminate=[str(path)], ngram=12))
+    res12 = apply_hygiene(pairs, HygieneConfig(dedup=False, near_dedup=False, decontaminate=[str(path)], ngram=12,
+                                               drop_rules=[]))
     assert set(near_miss) <= {d["index"] for d in res12.dropped}
+
+
+QUALITY_PLANTED = [  # (question, answer, the rule that drops it)
+    ("Practice Problems", "Work through each of the following exercises.", "heading_question"),
+    ("\\exercisesheader{}", "Compute the sum of the first ten odd numbers.", "heading_question"),
+    ("Exercise 3.2", "Show that the product of two odd numbers is odd.", "heading_question"),
+    ("Introduction to Linear Algebra", "Vectors, matrices and the maps between them.", "heading_question"),
+    ("\\section{Limits and Continuity}", "A function is continuous where its limit equals its value.",
+     "heading_question"),
+    ("What is covered in this chapter?", "## Chapter 4: Integration\n\n### 4.1 Riemann sums", "heading_answer"),
+    ("Where can I read more about monads?", "- [Monads](https://example.org/monads)\n- https://example.org/faq",
+     "link_answer"),
+    ("Why?", "Because the derivative is positive everywhere.", "short"),
+    ("What is the answer to the problem?", "$$", "short"),
+]
+QUALITY_KEPT = [  # questions, problems and instructions in their usual forms
+    ("What is the derivative of $x^2$?", "$2x$."),
+    ("Find the derivative of $\\sin x$.", "$\\cos x$."),
+    ("Solve $x^2 - 5x + 6 = 0$", "$x = 2$ or $x = 3$."),
+    ("Write a function that reverses a string", "```python\ndef rev(s):\n    return s[::-1]\n```"),
+    ("A train leaves the station at 3 pm going 60 miles per hour; a second one follows an hour later.",
+     "They meet at 7 pm."),
+    ("How many positive divisors does 36 have?", "9"),
+    ("HOW MANY POSITIVE DIVISORS DOES 48 HAVE ?", "10"),
+    ("Let $f(x) = x^3$. Show that $f$ is increasing", "For $x < y$, $y^3 - x^3 > 0$."),
+    ("Explain what a hash map is", "A table from keys to values with constant-time lookups; see "
+     "[the docs](https://docs.python.org/3/library/stdtypes.html#dict)."),
+]
+
+
+def test_quality_rules_drop_headings_macros_labels_link_lists_and_short_pairs(real_pairs):
+    from equal.hygiene import quality_reason
+
+    cfg = HygieneConfig()
+    for q, a, rule in QUALITY_PLANTED:
+        assert quality_reason(q, a, cfg) == rule, (q, a)
+    for q, a in QUALITY_KEPT:
+        assert quality_reason(q, a, cfg) is None, (q, a)
+    pairs = [{"question": q, "answer": a, "doc_id": str(i)} for i, (q, a, _) in enumerate(QUALITY_PLANTED)]
+    pairs += [{"question": q, "answer": a, "doc_id": f"k{i}"} for i, (q, a) in enumerate(QUALITY_KEPT)]
+    res = apply_hygiene(pairs, cfg)
+    assert [(d["index"], d["reason"]) for d in res.dropped] == [(i, r) for i, (_, _, r) in enumerate(QUALITY_PLANTED)]
+    assert res.counts["low_quality"] == len(QUALITY_PLANTED) == res.counts["pairs"] - res.counts["kept"]
+    assert res.counts["heading_question"] == 5 and res.counts["short"] == 2
+    # each rule can be turned off, and the floors moved
+    only_links = apply_hygiene(pairs, HygieneConfig(drop_rules=["link_answer"]))
+    assert [d["reason"] for d in only_links.dropped] == ["link_answer"]
+    assert apply_hygiene(pairs, HygieneConfig(drop_rules=[])).dropped == []
+    assert quality_reason("Why?", "Because.", HygieneConfig(min_question_words=1)) is None
+    with pytest.raises(Exception, match="drop_rules"):
+        Config().replace(**{"hygiene.drop_rules": ["no_such_rule"]}).validate()
+    # on real pairs: every heading_question drop holds no '?', and pairs with one are never dropped as such
+    real = apply_hygiene(real_pairs, HygieneConfig(dedup=False, near_dedup=False))
+    heading = [d["index"] for d in real.dropped if d["reason"] == "heading_question"]
+    assert heading and all("?" not in real_pairs[i]["question"] for i in heading)
+    assert 0 < real.counts["low_quality"] < len(real_pairs)
 
 
 def test_evaluation_set_formats_and_errors(tmp_path):

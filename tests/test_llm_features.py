@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from equal.config import ConfigError
-from equal.extract.base import EndpointDown, Extractor, SpendCapReached, make_extractor
+from equal.extract.base import EndpointDown, Extractor, SpendCapReached
+from equal.extract.registry import make_extractor
 from equal.extract.openai.extractor import OpenAIExtractor
 from equal.types import Document
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401

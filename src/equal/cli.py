@@ -64,7 +64,7 @@ def _add_run_flags(p: argparse.ArgumentParser, required: bool) -> None:
     s.add_argument("--seed", type=int, help="Random seed.")
     s.add_argument("--policy", help="Selection strategy (default equal); see `equal config --show`.")
     e = p.add_argument_group("extraction")
-    e.add_argument("--extractor", choices=["heuristic", "openai"], help="heuristic (no LLM, default) or openai.")
+    e.add_argument("--extractor", help="heuristic (no LLM, default), openai, or a registered extractor.")
     e.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
     e.add_argument("--llm-model", help="Model name sent to the endpoint.")
     e.add_argument("--llm-concurrency", type=int, help="LLM requests in flight.")
@@ -171,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_tune_parsers(sub) -> None:
     p = sub.add_parser("train", help="Fine-tune a model with a LoRA adapter on a run's pairs (needs equal[train]).",
-                       description="Supervised fine-tuning (TRL SFTTrainer + peft LoRA) on the run's chat messages "
-                       "(RUN_DIR/messages.jsonl, written from dataset.jsonl when missing). DIR receives the adapter, "
+                       description="Supervised fine-tuning (TRL SFTTrainer + peft LoRA) on the run's prompt-completion "
+                       "export (RUN_DIR/prompt_completion.jsonl: the pairs that pass the run's hygiene, written from "
+                       "dataset.jsonl when missing or older), the loss on the answers. DIR receives the adapter, "
                        "the tokenizer, base_model.json, train_log.jsonl and train_summary.json.")
-    p.add_argument("run_dir", help="A run folder (or a messages .jsonl file, or an export folder with train.jsonl).")
+    p.add_argument("run_dir", help="A run folder (or a prompt-completion or messages .jsonl file, or an export folder "
+                   "with train.jsonl).")
     p.add_argument("--model", required=True, help="Base model: a Hugging Face folder or name, or a .gguf file.")
     p.add_argument("--out", required=True, help="Output folder: the adapter itself.")
     p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")

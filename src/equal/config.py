@@ -228,7 +228,8 @@ class LLMConfig:
 class ExtractConfig:
     """Which extractor turns documents into QA pairs."""
 
-    name: Literal["heuristic", "openai"] = _f("heuristic", "heuristic (no LLM) or openai (any OpenAI-compatible endpoint).")
+    name: str = _f("heuristic", "heuristic (no LLM), openai (any OpenAI-compatible endpoint), or an extractor "
+                   "registered with equal.extract.registry.register_extractor.")
     max_pairs_per_doc: int = _f(8, "At most this many pairs are kept per document.")
     batch_docs: int = _f(64, "Warm-up documents extracted (concurrently) per checkpointed batch.")
     min_question_chars: int = _f(8, "Shorter questions are rejected.")

@@ -210,7 +210,7 @@ class _ExtractWorker:
     :class:`Pulled`."""
 
     def __init__(self, corpus, corpus_key: str, extract_cfg, spec: dict[str, Any], threads: int) -> None:
-        from .extract.base import make_extractor
+        from .extract.registry import make_extractor
 
         _set_threads(threads)
         _check_corpus(corpus, corpus_key)

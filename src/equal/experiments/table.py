@@ -162,7 +162,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     from ..corpus import Corpus
     from ..embed import make_embedder
     from ..executors import merge_stats
-    from ..extract.base import make_extractor
+    from ..extract.registry import make_extractor
     from ..vectors import cache_root
 
     out = Path(out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ..config import ExtractConfig
+from ..errors import StopError, UserError
 from ..types import Document, Extraction
 
 
@@ -25,19 +25,20 @@ def cut_text(text: str, limit: int) -> str:
     return head.strip()
 
 
-class EndpointDown(RuntimeError):
-    """The LLM endpoint has been unreachable for longer than the circuit breaker allows.
+class EndpointDown(UserError, RuntimeError):
+    """The LLM endpoint has been unreachable for longer than the circuit breaker allows (exit code 2).
 
     The run stops cleanly: everything extracted so far is saved, and running the
     same command again resumes.
     """
 
 
-class SpendCapReached(RuntimeError):
+class SpendCapReached(StopError, RuntimeError):
     """A hard spend cap (``extract.llm.max_cost`` / ``max_tokens_total``) was reached: no further request is
     sent. Requests already in flight finish (and are cached); ``results`` holds the batch's finished
     Extractions (``None`` for the rest), ``usage`` the ``(prompt_tokens, completion_tokens)`` counted
-    against the cap, ``key`` the cap's config field. Like :class:`EndpointDown`, the run stops cleanly and resumes with a higher cap."""
+    against the cap, ``key`` the cap's config field. Like :class:`EndpointDown`, the run stops cleanly and resumes with a higher cap
+    (exit code 3)."""
 
     def __init__(self, message: str, results: list | None = None, usage: tuple[int, int] = (0, 0),
                  key: str = "") -> None:
@@ -90,17 +91,3 @@ def tell_spend_base(extractor: Any, prompt_tokens: int, completion_tokens: int) 
         extractor.set_spend_base(prompt_tokens, completion_tokens)
         return True
     return False
-
-
-def make_extractor(cfg: ExtractConfig) -> Extractor:
-    """Build the extractor named by ``cfg.name``."""
-    if cfg.name == "heuristic":
-        from .heuristic import HeuristicExtractor
-
-        return HeuristicExtractor(max_pairs_per_doc=cfg.max_pairs_per_doc, min_question_chars=cfg.min_question_chars,
-                                  min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars)
-    if cfg.name == "openai":
-        from .openai.extractor import OpenAIExtractor
-
-        return OpenAIExtractor(cfg)
-    raise ValueError(f"unknown extractor: {cfg.name}")

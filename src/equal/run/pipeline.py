@@ -24,7 +24,8 @@ from ..config import Config
 from ..corpus import Corpus
 from ..embed import is_static, make_embedder
 from ..errors import EqualError, Interrupted, UserError
-from ..extract.base import Extractor, make_extractor
+from ..extract.base import Extractor
+from ..extract.registry import make_extractor
 from ..io import read_json
 from ..layout import check_files
 from ..reference import load_reference
