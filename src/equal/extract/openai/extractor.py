@@ -67,7 +67,7 @@ class Prepared:
 
 
 @dataclass
-class DocStats:
+class DocumentCounts:
     """Document counters (see :meth:`OpenAIExtractor.stats`)."""
 
     docs: int = 0
@@ -116,7 +116,7 @@ class OpenAIExtractor:
             except (OSError, sqlite3.Error) as e:
                 raise ConfigError(f"cannot open the extraction cache {path}: {e} "
                                   "(set extract.cache_dir, or turn the cache off with --no-cache)") from None
-        self._counts = DocStats()
+        self._counts = DocumentCounts()
         self._spend = Spend(self.llm)
         self._transport = Transport(self.llm, self._spend)
         self._loop = LoopThread("equal-llm")

@@ -194,7 +194,7 @@ class Breaker:
 
 
 @dataclass
-class TransportStats:
+class RequestCounts:
     """Request counters (see ``OpenAIExtractor.stats``)."""
 
     calls: int = 0
@@ -213,7 +213,7 @@ class Transport:
     def __init__(self, llm: Any, spend: Spend) -> None:
         self.llm = llm
         self.spend = spend
-        self.counts = TransportStats()
+        self.counts = RequestCounts()
         self.dialect = Dialect(llm.response_format)
         self.rpm = Bucket(llm.requests_per_minute) if llm.requests_per_minute else None
         self.tpm = Bucket(llm.tokens_per_minute) if llm.tokens_per_minute else None
