@@ -51,7 +51,7 @@ def test_fingerprint_follows_the_files_not_the_path(small_static, tmp_path):
 
 
 def test_static_is_distilled_once_into_the_cache(small_static, tmp_path, monkeypatch):
-    import equal.embed as embed_mod
+    import equal.embed.static as embed_mod
 
     calls = []
 
