@@ -6,6 +6,7 @@ of a real pair and two GSM8K items; the exports must hold every real pair and no
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,23 +27,41 @@ PROVENANCE = {"doc_id", "cluster", "round", "extractor", "rule"}
 
 @pytest.fixture(scope="module")
 def planted_run(math_cli_run, tmp_path_factory):
-    """(run folder copy, real pairs, planted line numbers, evaluation set path)."""
+    """(run folder copy, the real pairs that pass the quality rules, planted line numbers, evaluation set path).
+
+    Planted: an exact duplicate of a real pair, two GSM8K items, a bare heading as question and an answer that
+    is only links. The real pairs the quality rules drop are listed in ``QUALITY_DROPPED`` (line: reason)."""
+    from equal.config import HygieneConfig
+    from equal.hygiene import quality_reason
+
     src, _ = math_cli_run
     base = tmp_path_factory.mktemp("export")
     run_dir = base / "run"
     shutil.copytree(src, run_dir)
     real = [json.loads(line) for line in (run_dir / "dataset.jsonl").read_text(encoding="utf-8").splitlines()]
+    reasons = [quality_reason(p["question"], p["answer"], HygieneConfig()) for p in real]
+    good = [p for p, r in zip(real, reasons) if r is None]
+    QUALITY_DROPPED.clear()
+    QUALITY_DROPPED.update({i + 1: r for i, r in enumerate(reasons) if r is not None})
+    assert len(good) >= 10 and QUALITY_DROPPED  # the slice has both kinds
+    g = real.index(good[0])
     with open(REF_MATH, encoding="utf-8") as f:
         gsm = [json.loads(next(f)) for _ in range(50)]
     eval_path = write_jsonl(base / "gsm8k_test.jsonl", gsm)
-    planted = [{**real[0], "question": real[0]["question"].upper() + "  ", "answer": real[0]["answer"] + " "},
+    planted = [{**good[0], "question": good[0]["question"].upper() + "  ", "answer": good[0]["answer"] + " "},
                {**real[1], "question": gsm[3]["question"], "answer": "18"},
-               {**real[2], "question": "Show your work.", "answer": gsm[7]["answer"]}]
+               {**real[2], "question": "Show your work.", "answer": gsm[7]["answer"]},
+               {**real[3], "question": "Practice Problems", "answer": good[1]["answer"]},
+               {**real[4], "question": "Where can I read more about this theorem?",
+                "answer": "- [Notes](https://example.org/notes)\n- https://example.org/faq"}]
     with open(run_dir / "dataset.jsonl", "a", encoding="utf-8") as f:
         for p in planted:
             f.write(json.dumps(p) + "\n")
     lines = list(range(len(real) + 1, len(real) + len(planted) + 1))
-    return run_dir, real, lines, eval_path
+    return run_dir, good, lines, eval_path, g + 1
+
+
+QUALITY_DROPPED: dict[int, str] = {}
 
 
 def _export(capsys, run_dir, fmt, out, *extra):
@@ -66,12 +85,13 @@ def test_messages_export_loads_with_datasets_and_trl_applies_the_chat_template(p
     from transformers import AutoTokenizer
     from trl.data_utils import apply_chat_template, is_conversational
 
-    run_dir, real, planted, eval_path = planted_run
+    run_dir, real, planted, eval_path, dup_of = planted_run
     before = (run_dir / "dataset.jsonl").read_bytes()
     out = tmp_path / "messages"
     said = _export(capsys, run_dir, "messages", out, "--decontaminate", eval_path)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "train.jsonl"]
-    assert f"{len(real)} of {len(real) + 3} pairs kept" in said
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "axolotl.yaml", "dataset_info.json", "train.jsonl"]
+    assert f"{len(real)} of {len(real) + len(QUALITY_DROPPED) + 5} pairs kept" in said
+    assert f"{len(QUALITY_DROPPED) + 2} by quality rules" in said
     ds = datasets.load_dataset("json", data_files={"train": str(out / "train.jsonl")},
                                cache_dir=str(tmp_path / "hf-cache"))["train"]
     _real_only(ds, real, lambda r: (r["messages"][0]["content"], r["messages"][1]["content"]))
@@ -88,16 +108,23 @@ def test_messages_export_loads_with_datasets_and_trl_applies_the_chat_template(p
     # the journal is untouched; the drop report names every planted line and why
     assert (run_dir / "dataset.jsonl").read_bytes() == before
     report = [json.loads(x) for x in (run_dir / "export_dropped.jsonl").read_text().splitlines()]
-    assert [(r["line"], r["reason"]) for r in report] == [
-        (planted[0], "exact_duplicate"), (planted[1], "contaminated"), (planted[2], "contaminated")]
-    assert report[0]["duplicate_of_line"] == 1
-    assert {r["eval_line"] for r in report[1:]} == {4, 8}
+    assert [(r["line"], r["reason"]) for r in report] == [*sorted(QUALITY_DROPPED.items()), (
+        planted[0], "exact_duplicate"), (planted[1], "contaminated"), (planted[2], "contaminated"),
+        (planted[3], "heading_question"), (planted[4], "link_answer")]
+    dup = next(r for r in report if r["reason"] == "exact_duplicate")
+    assert dup["duplicate_of_line"] == dup_of
+    assert [r["eval_line"] for r in report if r["reason"] == "contaminated"] == [4, 8]
+    assert all(r["eval_file"] == "gsm8k_test.jsonl" for r in report if r["reason"] == "contaminated")
+    # what the quality rules dropped among the real pairs: headings, labels, macros, not questions
+    for r in report:
+        if r["line"] in QUALITY_DROPPED and r["reason"] == "heading_question":
+            assert "?" not in r["question"], r
 
 
 def test_alpaca_and_sharegpt_exports_load_with_datasets(planted_run, tmp_path, capsys):
     import datasets
 
-    run_dir, real, _, eval_path = planted_run
+    run_dir, real, _, eval_path, _ = planted_run
     for fmt, key in (("alpaca", lambda r: (r["instruction"], r["output"])),
                      ("sharegpt", lambda r: (r["conversations"][0]["value"], r["conversations"][1]["value"]))):
         out = tmp_path / fmt
@@ -114,10 +141,11 @@ def test_alpaca_and_sharegpt_exports_load_with_datasets(planted_run, tmp_path, c
 def test_parquet_and_hf_exports_with_a_validation_split_by_document(planted_run, tmp_path, capsys):
     import datasets
 
-    run_dir, real, _, eval_path = planted_run
+    run_dir, real, _, eval_path, _ = planted_run
     pq = tmp_path / "parquet"
     _export(capsys, run_dir, "parquet", pq, "--decontaminate", eval_path, "--validation", "0.3", "--seed", "1")
-    assert sorted(p.name for p in pq.iterdir()) == ["README.md", "train.parquet", "validation.parquet"]
+    assert sorted(p.name for p in pq.iterdir()) == ["README.md", "axolotl.yaml", "dataset_info.json", "train.parquet",
+                                                   "validation.parquet"]
     dd = datasets.load_dataset("parquet", data_files={s: str(pq / f"{s}.parquet") for s in ("train", "validation")},
                                cache_dir=str(tmp_path / "hf-cache"))
     hf = tmp_path / "hf"
@@ -139,7 +167,7 @@ def test_parquet_and_hf_exports_with_a_validation_split_by_document(planted_run,
 
 
 def test_dataset_card_states_sources_counts_model_and_licence(planted_run, tmp_path, capsys):
-    run_dir, real, _, _ = planted_run
+    run_dir, real, _, _, _ = planted_run
     out = tmp_path / "card"
     _export(capsys, run_dir, "messages", out, "--license", "cc-by-sa-4.0")
     card = (out / "README.md").read_text(encoding="utf-8")
@@ -149,16 +177,30 @@ def test_dataset_card_states_sources_counts_model_and_licence(planted_run, tmp_p
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "cc-by-sa-4.0"
     assert front["configs"][0]["data_files"] == [{"split": "train", "path": "train.jsonl"}]
-    assert "slice400.jsonl" in card and "reference_math.jsonl" in card
+    assert "slice400.jsonl (sha256 " in card and "reference_math.jsonl (sha256 " in card
+    assert front["pretty_name"] == "equal QA pairs from slice400.jsonl" and front["language"] == ["en"]
+    # no absolute local path: not the run folder, not the corpus's folder, not the user's home
+    corpus = yaml.safe_load((run_dir / "config.yaml").read_text())["corpus"]
+    for folder in (str(run_dir.parent), str(Path(corpus).parent), str(Path.home())):
+        assert folder not in card
+    # how to train on it: the TRL call, the LLaMA-Factory entry and the axolotl block, as written beside it
+    assert "SFTTrainer(" in card and '"equal_train"' in card and "type: chat_template" in card
+    assert json.dumps(json.loads((out / "dataset_info.json").read_text()), indent=2) in card
     assert f"({summary['docs_total']} documents)" in card
     assert "heuristic / none (rule-based)" in card
-    # no evaluation set this time: only the duplicate goes, the GSM8K items stay
+    # no evaluation set this time: the duplicate and the quality drops go, the GSM8K items stay
     assert f"| pairs in this dataset | {len(real) + 2} train |" in card
-    assert "| dropped: exact duplicates / near duplicates / contaminated | 1 / 0 / 0 |" in card
+    assert "| dropped: contaminated | 0 |" in card
+    assert "| dropped: exact duplicates / near duplicates | 1 / 0 |" in card
+    n = {r: list(QUALITY_DROPPED.values()).count(r) for r in ("heading_question", "heading_answer", "link_answer",
+                                                               "short")}
+    n["heading_question"] += 1
+    n["link_answer"] += 1
+    assert f"| {n['heading_question']} / {n['heading_answer']} / {n['link_answer']} / {n['short']} |" in card
     assert "No evaluation set was given" in card
     # --no-hygiene keeps every line of dataset.jsonl
     _export(capsys, run_dir, "alpaca", tmp_path / "all", "--no-hygiene")
-    assert len((tmp_path / "all" / "train.jsonl").read_text().splitlines()) == len(real) + 3
+    assert len((tmp_path / "all" / "train.jsonl").read_text().splitlines()) == len(real) + len(QUALITY_DROPPED) + 5
 
 
 def test_export_errors_are_one_line(planted_run, tmp_path, capsys):

@@ -57,22 +57,34 @@ def tiny_adapter(tune_run, tiny_model, tmp_path_factory):
     return out
 
 
-def test_messages_built_from_the_run(tune_run):
-    from equal.tune.train import build_messages
+def test_train_reads_the_prompt_completion_export_of_the_run(tune_run, tmp_path, capsys):
+    from equal.tune.train import build_train_file, find_data, load_conversations
 
     pairs = _lines(tune_run / "dataset.jsonl")
-    path = build_messages(tune_run)
-    assert path == tune_run / "messages.jsonl"
-    msgs = _lines(path)
-    assert len(msgs) == len(pairs) > 10
-    for rec, pair in zip(msgs, pairs):
-        assert rec["messages"] == [{"role": "user", "content": pair["question"].strip()},
-                                   {"role": "assistant", "content": pair["answer"].strip()}]
-    # an existing messages file (an export's) is used as it is, not rewritten
+    path = build_train_file(tune_run)
+    assert path == tune_run / "prompt_completion.jsonl" and find_data(tune_run) == path
+    rows = _lines(path)
+    # the very rows `equal export --format prompt-completion` writes: the pairs that pass the run's hygiene
+    assert main(["export", str(tune_run), "--format", "prompt-completion", "--out", str(tmp_path / "pc")]) == 0
+    capsys.readouterr()
+    exported = _lines(tmp_path / "pc" / "train.jsonl")
+    assert [(r["prompt"], r["completion"]) for r in rows] == [(r["prompt"], r["completion"]) for r in exported]
+    assert 10 < len(rows) <= len(pairs)
+    for r in rows:
+        assert [m["role"] for m in r["prompt"]] == ["user"] and [m["role"] for m in r["completion"]] == ["assistant"]
+    by_q = {p["question"].strip(): p["answer"].strip() for p in pairs}
+    assert all(by_q[r["prompt"][0]["content"]] == r["completion"][0]["content"] for r in rows)
+    convs = load_conversations(path)
+    assert convs[0] == rows[0]["prompt"] + rows[0]["completion"]
+    # the export folder itself is read the same way; a messages export too
+    assert load_conversations(find_data(tmp_path / "pc")) == convs
+    assert main(["export", str(tune_run), "--format", "messages", "--out", str(tmp_path / "msg")]) == 0
+    assert load_conversations(find_data(tmp_path / "msg")) == convs
+    # an existing file newer than dataset.jsonl is used as it is; an older one is rebuilt
     path.write_text(path.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
-    assert len(_lines(build_messages(tune_run))) == 1
-    path.unlink()
-    assert len(_lines(build_messages(tune_run))) == len(pairs)
+    assert len(_lines(build_train_file(tune_run))) == 1
+    os.utime(path, ns=(0, 0))
+    assert len(_lines(build_train_file(tune_run))) == len(rows)
 
 
 def test_train_log_loss_goes_down_and_adapter_saved(tiny_adapter, tiny_model, tune_run):
@@ -89,7 +101,7 @@ def test_train_log_loss_goes_down_and_adapter_saved(tiny_adapter, tiny_model, tu
     base = json.loads((tiny_adapter / "base_model.json").read_text())
     assert base == {"path": str(Path(tiny_model).resolve()), "gguf_file": None}
     summary = json.loads((tiny_adapter / "train_summary.json").read_text())
-    n_pairs = len(_lines(tune_run / "messages.jsonl"))
+    n_pairs = len(_lines(tune_run / "prompt_completion.jsonl"))
     assert summary["train_examples"] == 4
     assert summary["validation_examples"] == min(4, math.ceil(0.05 * n_pairs))
     assert summary["steps"] == STEPS and summary["device"] == "cpu" and summary["dtype"] == "float32"
@@ -119,7 +131,7 @@ def test_adapter_loads_and_carries_the_training(tiny_adapter, tiny_model, tune_r
     from equal.tune.models import base_of_adapter, load_for_inference
     from equal.tune.train import load_conversations, split
 
-    convs = load_conversations(tune_run / "messages.jsonl")
+    convs = load_conversations(tune_run / "prompt_completion.jsonl")
     train_convs = split(convs, 0.05, 4, 0)[0][:4]  # the batch it trained on
     tuned, tok, info = load_for_inference(tiny_adapter, device="cpu")
     assert info["adapter"] and base_of_adapter(tiny_adapter).path == str(Path(tiny_model).resolve())

@@ -262,14 +262,13 @@ class HygieneConfig:
     ngram: int = _f(13, "Decontamination n-gram length in words (a word is a lower-cased \\w+ token).")
     drop_rules: list[str] = _f(["heading_question", "heading_answer", "link_answer", "short"],
                                "Quality rules applied before deduplication (empty: none): heading_question (the "
-                               "question is a bare heading, macro or label, not a question, problem or instruction), "
+                               "question is a bare heading, macro, label or prose sentence, not a question, problem "
+                               "or instruction), "
                                "heading_answer (the answer is only headings), link_answer (only links), short "
                                "(below min_question_words / min_answer_words).")
     min_question_words: int = _f(3, "Rule short: fewer words in the question (LaTeX macros and markup left out) drop "
                                  "the pair.")
     min_answer_words: int = _f(1, "Rule short: fewer words (or numbers) in the answer drop the pair.")
-    problem_words: int = _f(12, "Rule heading_question: a question without '?' and not opening with a question or "
-                            "instruction word passes from this many words on (a problem statement).")
 
 
 @dataclass

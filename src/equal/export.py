@@ -3,20 +3,27 @@
 Formats (each row keeps its provenance as extra columns: ``doc_id``, ``cluster``, ``round``, ``extractor``,
 ``rule``):
 
+* ``prompt-completion``: TRL's conversational prompt/completion JSONL, ``{"prompt": [{"role": "user", ...}],
+  "completion": [{"role": "assistant", ...}]}``: TRL's ``SFTTrainer`` puts the loss on the completion (the
+  answer) only; ``equal train`` trains on these rows;
 * ``messages``: OpenAI / TRL conversational JSONL, ``{"messages": [{"role": "user", ...}, {"role": "assistant",
-  ...}]}``;
+  ...}]}`` (TRL's loss covers the whole conversation unless the chat template marks the assistant turns);
 * ``alpaca``: ``instruction``, ``input`` (empty), ``output``;
 * ``sharegpt``: ``{"conversations": [{"from": "human", ...}, {"from": "gpt", ...}]}``;
 * ``parquet``: ``question``, ``answer`` columns;
 * ``hf``: a Hugging Face ``DatasetDict`` written with ``save_to_disk`` (``question``, ``answer``).
 
 The output folder holds ``train`` and, with a validation fraction, ``validation`` (``.jsonl`` or ``.parquet``;
-for ``hf`` the ``save_to_disk`` layout) and ``README.md``, the dataset card. The split is by document (no
-document has pairs on both sides), seeded. The drop report of the hygiene goes into the run folder as
-``export_dropped.jsonl``.
+for ``hf`` the ``save_to_disk`` layout, one shard per split), ``README.md``, the dataset card, and the trainers'
+dataset configs (:mod:`equal.trainer_configs`: LLaMA-Factory's ``dataset_info.json``, an ``axolotl.yaml``
+block). The split is by document (no document has pairs on both sides), seeded. The drop report of the hygiene
+goes into the run folder as ``export_dropped.jsonl``. No local absolute path is written: files are named by
+their name and content hash.
 """
 
 from __future__ import annotations
+
+from .errors import UserError
 
 import json
 import shutil
@@ -27,19 +34,21 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import yaml
 
-from .config import ConfigError, ExportConfig, HygieneConfig, _from_dict
-from .hygiene import run_hygiene
+from .config import DROP_RULES, ConfigError, ExportConfig, HygieneConfig, _from_dict
+from .hygiene import run_hygiene, words
+from .naming import file_label
 from .io import read_json
+from .trainer_configs import AXOLOTL_FILE, LLAMAFACTORY_FILE, card_section, write_trainer_configs
 
-FORMATS = ("messages", "alpaca", "sharegpt", "parquet", "hf")
+FORMATS = ("prompt-completion", "messages", "alpaca", "sharegpt", "parquet", "hf")
 PROVENANCE = ("doc_id", "cluster", "round", "extractor", "rule")
 REPORT_NAME = "export_dropped.jsonl"
 # what an export folder may hold: a folder holding anything else is not overwritten
 _EXPORT_NAMES = {"README.md", "train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet",
-                 "dataset_dict.json", "train", "validation"}
+                 "dataset_dict.json", "train", "validation", LLAMAFACTORY_FILE, AXOLOTL_FILE}
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A user error (missing run, bad format, occupied output folder): one line, exit code 2."""
 
 
@@ -57,6 +66,8 @@ def _provenance(p: dict[str, Any]) -> dict[str, Any]:
 
 
 ROW: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "prompt-completion": lambda p: {"prompt": [{"role": "user", "content": p["question"]}],
+                                    "completion": [{"role": "assistant", "content": p["answer"]}], **_provenance(p)},
     "messages": lambda p: {"messages": [{"role": "user", "content": p["question"]},
                                         {"role": "assistant", "content": p["answer"]}], **_provenance(p)},
     "alpaca": lambda p: {"instruction": p["question"], "input": "", "output": p["answer"], **_provenance(p)},
@@ -156,12 +167,14 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, validation: float | N
             features = datasets.Features.from_arrow_schema(_arrow_schema())
             dd = datasets.DatasetDict({name: datasets.Dataset.from_list(r, features=features)
                                        for name, r in rows.items()})
-            dd.save_to_disk(str(tmp))
+            dd.save_to_disk(str(tmp), num_shards={name: 1 for name in rows})  # one file per split
         else:
             for name, r in rows.items():
                 _write_split(tmp, fmt, name, r)
         counts = {name: len(r) for name, r in rows.items()}
-        card = dataset_card(run_dir, raw, fmt, counts, result.counts, license if license is not None else ecfg.license)
+        write_trainer_configs(tmp, fmt, list(rows))
+        card = dataset_card(run_dir, raw, fmt, counts, result.counts, license if license is not None else ecfg.license,
+                            folder=tmp, pairs=kept)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -172,7 +185,9 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, validation: float | N
 
 
 def _columns(fmt: str) -> str:
-    main = {"messages": "`messages` (a user turn holding the question, an assistant turn holding the answer)",
+    main = {"prompt-completion": "`prompt` (a user turn holding the question), `completion` (an assistant turn "
+                                 "holding the answer)",
+            "messages": "`messages` (a user turn holding the question, an assistant turn holding the answer)",
             "alpaca": "`instruction` (the question), `input` (empty), `output` (the answer)",
             "sharegpt": "`conversations` (`human` then `gpt` turn)",
             "parquet": "`question`, `answer`", "hf": "`question`, `answer`"}[fmt]
@@ -180,63 +195,94 @@ def _columns(fmt: str) -> str:
             "(selection round, 0 = warm-up), `extractor`, `rule` (the heuristic extractor's rule, else null)")
 
 
+def detect_language(pairs: list[dict[str, Any]], limit: int = 300) -> str | None:
+    """``en`` when English stop words make at least a fifth of the words of (the first ``limit``) pairs, else
+    None (the card then states no language rather than a guess)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    toks = [w for p in pairs[:limit] for w in words(f"{p.get('question', '')} {p.get('answer', '')}") if w.isalpha()]
+    return "en" if toks and sum(w in ENGLISH_STOP_WORDS for w in toks) / len(toks) >= 0.2 else None
+
+
 def dataset_card(run_dir: Path, cfg: dict[str, Any], fmt: str, splits: dict[str, int], hyg: dict[str, Any],
-                 license: str | None) -> str:
-    """The README.md dataset card: where the pairs come from, how many, how they were cleaned, and the licence."""
+                 license: str | None, folder: Path | None = None, pairs: list[dict[str, Any]] | None = None) -> str:
+    """The README.md dataset card: where the pairs come from, how many, how they were cleaned, the licence, and
+    how to train on them (TRL, LLaMA-Factory, axolotl). Files are named by name and content hash."""
     s = read_json(run_dir / "summary.json", {}) or {}
     llm = (cfg.get("extract") or {}).get("llm") or {}
     extractor = (s.get("extractor") or {}).get("name") or (cfg.get("extract") or {}).get("name")
     model = llm.get("model") if extractor == "openai" else "none (rule-based)"
     ext = {"parquet": "parquet", "hf": None}.get(fmt, "jsonl")
-    front: dict[str, Any] = {"license": license or "unknown", "task_categories": ["question-answering",
-                                                                                  "text-generation"],
+    corpus_name = Path(str(cfg.get("corpus", ""))).name
+    language = detect_language(pairs or [])
+    front: dict[str, Any] = {"license": license or "unknown", "pretty_name": f"equal QA pairs from {corpus_name}",
+                             **({"language": [language]} if language else {}),
+                             "task_categories": ["question-answering", "text-generation"],
                              "tags": ["equal", "instruction-tuning", "synthetic"],
                              "size_categories": [_size_category(sum(splits.values()))]}
     if ext:
         front["configs"] = [{"config_name": "default", "data_files": [
             {"split": name, "path": f"{name}.{ext}"} for name in splits]}]
     dec = hyg.get("decontaminate") or {}
+    quality = " / ".join(str(hyg.get(r, 0)) for r in DROP_RULES)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# QA pairs extracted by equal from `{Path(str(cfg.get('corpus', ''))).name}`", "",
+        f"# QA pairs extracted by equal from `{corpus_name}`", "",
         "Instruction-tuning question-answer pairs extracted with "
         "[equal](https://arxiv.org/abs/2505.12250) (EQUAL: a bandit over k-means clusters of the corpus, "
         "rewarded by the optimal-transport similarity of the extracted pairs to a reference set).", "",
         "| | |", "|---|---|",
-        f"| source corpus | `{cfg.get('corpus')}` ({s.get('docs_total')} documents) |",
-        f"| reference set | `{cfg.get('reference')}` ({(s.get('reference') or {}).get('items')} items) |",
+        f"| source corpus | `{file_label(cfg.get('corpus'), run_dir)}` ({s.get('docs_total')} documents) |",
+        f"| reference set | `{file_label(cfg.get('reference'), run_dir)}` ({(s.get('reference') or {}).get('items')} "
+        "items) |",
         f"| budget | {cfg.get('budget')} → {(s.get('plan') or {}).get('budget_docs')} documents; "
         f"{s.get('docs_extracted')} extracted |",
         f"| selection policy | {s.get('policy', cfg.get('policy'))} (seed {cfg.get('seed')}) |",
         f"| extractor / model | {extractor} / {model} |",
         f"| final OT distance to the reference | {_num(s.get('final_ot'))} |",
         f"| pairs extracted (`dataset.jsonl`) | {hyg.get('pairs')} |",
-        f"| dropped: exact duplicates / near duplicates / contaminated | {hyg.get('exact_duplicate', 0)} / "
-        f"{hyg.get('near_duplicate', 0)} / {hyg.get('contaminated', 0)} |",
+        f"| dropped: contaminated | {hyg.get('contaminated', 0)} |",
+        f"| dropped by quality rules: {' / '.join(r.replace('_', ' ') for r in DROP_RULES)} | {quality} |",
+        f"| dropped: exact duplicates / near duplicates | {hyg.get('exact_duplicate', 0)} / "
+        f"{hyg.get('near_duplicate', 0)} |",
         f"| pairs in this dataset | {' + '.join(f'{n} {k}' for k, n in splits.items())} |",
+        f"| language | {language or 'not detected (fewer than a fifth of the words are English stop words)'} |",
         f"| licence | {license or 'unknown (set export.license or --license)'} |",
         f"| equal version | {s.get('equal_version')} |",
         "",
         "## Format", "", f"`{fmt}`: " + _columns(fmt) + ".", "",
         "## Hygiene", "",
-        (f"Exact duplicates (same lower-cased words) and near duplicates (Jaccard of word shingles ≥ "
-         f"{_hygiene_threshold(cfg)}, MinHash LSH) are removed, keeping the first."
-         if hyg.get("enabled", True) else "Hygiene was turned off for this export."),
-        (f"Decontaminated against {', '.join(f'`{Path(f).name}` ({n} items)' for f, n in zip(dec['files'], dec['items']))}: "
-         f"a pair sharing a {dec['ngram']}-word sequence with any item is removed." if dec
-         else "No evaluation set was given for decontamination."),
+        *(_hygiene_lines(cfg, hyg, dec) if hyg.get("enabled", True) else ["Hygiene was turned off for this export."]),
         f"Every dropped pair is listed, with its reason, in the run folder's `{hyg.get('report', REPORT_NAME)}`.",
         "",
+        *card_section(fmt, list(splits), folder),
     ]
     return "\n".join(lines)
 
 
+def _hygiene_lines(cfg: dict[str, Any], hyg: dict[str, Any], dec: dict[str, Any]) -> list[str]:
+    h = {**HygieneConfig().__dict__, **(cfg.get("hygiene") or {})}
+    rules = h.get("drop_rules") or []
+    return [
+        (f"Decontaminated against {_eval_sets(dec)}: a pair sharing a {dec['ngram']}-word sequence with any item "
+         "is removed." if dec else "No evaluation set was given for decontamination."),
+        (f"Quality rules ({', '.join(f'`{r}`' for r in rules)}): a pair goes when its question is a bare heading, "
+         "a macro or a label rather than a question, a problem or an instruction (`heading_question`), its answer is "
+         "only headings (`heading_answer`) or only links (`link_answer`), or it is shorter than "
+         f"{h.get('min_question_words')} question words / {h.get('min_answer_words')} answer words (`short`)."
+         if rules else "No quality rules were applied."),
+        f"Exact duplicates (same lower-cased words) and near duplicates (Jaccard of word shingles ≥ "
+        f"{h.get('near_threshold')}, MinHash LSH) are removed, keeping the first.",
+    ]
+
+
+def _eval_sets(dec: dict[str, Any]) -> str:
+    digests = dec.get("sha256") or [""] * len(dec["files"])
+    return ", ".join(f"`{Path(f).name}` (sha256 {d[:12]}, {n} items)" for f, d, n in zip(dec["files"], digests, dec["items"]))
+
+
 def _num(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
-
-
-def _hygiene_threshold(cfg: dict[str, Any]) -> Any:
-    return (cfg.get("hygiene") or {}).get("near_threshold", HygieneConfig().near_threshold)
 
 
 def _size_category(n: int) -> str:

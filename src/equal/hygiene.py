@@ -13,11 +13,26 @@ Hygiene decides which pairs of a run's ``dataset.jsonl`` go into an export; it n
   ``instruction``/``input``/``output`` or ``text`` fields are read. A field shorter than ``ngram`` words
   cannot match and is counted as ``eval_fields_too_short``.
 
-Pairs are checked in ``dataset.jsonl`` order; decontamination first, then deduplication among the pairs left,
-so a duplicate always points at a pair that is kept.
+* **Quality rules** (``drop_rules``; each rule is the reason in the drop report):
+
+  - ``heading_question``: the question is a bare heading, a macro, a label or a sentence of prose
+    (``Practice Problems``, ``\\exercisesheader{}``, ``Exercise 3.2``, a novel's first line), not a question,
+    a problem or an instruction. A question passes when it holds a ``?``, or when one of its sentences opens
+    with a question or instruction word (``what``, ``how``, ``find``, ``prove``, ``write``, ...;
+    :data:`OPENERS`: "Two dice are rolled. Find ...") and it is not capitalised like a title;
+  - ``heading_answer``: every line of the answer is a heading (Markdown ``#`` or a reST underline);
+  - ``link_answer``: the answer is only links (Markdown links or URLs, as a list or not);
+  - ``short``: fewer than ``min_question_words`` words in the question or ``min_answer_words`` in the answer.
+
+  Words are counted with LaTeX macros (``\\frac``), markup and URLs left out.
+
+Pairs are checked in ``dataset.jsonl`` order; decontamination first, then the quality rules, then deduplication
+among the pairs left, so a duplicate always points at a pair that is kept.
 """
 
 from __future__ import annotations
+
+from .errors import UserError
 
 import hashlib
 import json
@@ -26,15 +41,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import HygieneConfig
+from .config import DROP_RULES, HygieneConfig
 from .io import atomic_write_bytes, read_jsonl
 
 WORD = re.compile(r"\w+")
 EVAL_FIELDS = ("question", "answer", "prompt", "output", "completion", "instruction", "input", "text", "response")
-REASONS = ("contaminated", "exact_duplicate", "near_duplicate")
+REASONS = ("contaminated", *DROP_RULES, "exact_duplicate", "near_duplicate")
+QUALITY_REASONS = DROP_RULES
+# a question opening with one of these is a question or an instruction (lower-cased first word)
+OPENERS = frozenset("""
+what what's whats why how how's when where which who whom whose whether is are was were am do does did can could
+should would will shall may might must has have had
+find compute calculate solve prove show determine evaluate simplify write explain describe list give state define
+derive estimate express factor factorise factorize graph sketch identify let suppose given consider use convert
+implement create build design make compare contrast name classify rewrite translate summarize summarise discuss
+verify check test fix debug refactor complete fill choose select match sort count plot draw construct justify
+predict analyze analyse interpret expand differentiate integrate approximate round multiply divide add subtract
+apply assume imagine decide enter recite tell provide outline illustrate demonstrate measure convince help please
+""".split())
+_MACRO = re.compile(r"\\(?:[A-Za-z]+\*?|.)")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\(([^)]*)\)")
+_HEADING_LINE = re.compile(r"^\s*#{1,6}\s+\S")
+_UNDERLINE = re.compile(r"^\s*([=\-~^*+#\"'`:.])\1{2,}\s*$")
+# a sentence may end inside math ("... 2004.$  Compute ...") or with display math ("... = 42.\\]Compute ...")
+_SENTENCE = re.compile(r"[.!;:][$)\]]*\s+|\\\]\s*|\$\$\s*|\n+")
+# a question or an instruction inside a clause ("If $x = 2$, find $y$.", "Using Figure 1, estimate ...")
+_CLAUSE_ASK = re.compile(r"(?:[,;]|\bthen\b)\s*(?:then\s+)?(?:how|what|which|why|find|compute|calculate|determine|"
+                         r"prove|show|solve|evaluate|simplify|express|enter|estimate|give|write|say|list|explain|"
+                         r"describe)\b", re.I)
+_TASK = re.compile(r"\byour task is\b|\byou (?:need|have|are asked|will need) to\b|\bin this exercise\b", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 
 
-class HygieneError(ValueError):
+class HygieneError(UserError, ValueError):
     """An evaluation set cannot be read (a user error: one line, no traceback)."""
 
 
@@ -58,7 +98,8 @@ class EvalIndex:
 
     n: int
     grams: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # file names (no folder: reports carry no local path)
+    sha256: list[str] = field(default_factory=list)  # each file's content hash
     items: list[int] = field(default_factory=list)
     too_short: int = 0
 
@@ -70,7 +111,8 @@ class EvalIndex:
             if not path.is_file():
                 raise HygieneError(f"evaluation set not found: {path}")
             f_no, count = len(idx.files), 0
-            idx.files.append(str(path))
+            idx.files.append(path.name)
+            idx.sha256.append(hashlib.sha256(path.read_bytes()).hexdigest())
             with open(path, encoding="utf-8", errors="replace") as f:
                 for line_no, line in enumerate(f, 1):
                     if not line.strip():
@@ -103,6 +145,60 @@ class EvalIndex:
         return None
 
 
+def plain_words(text: str) -> list[str]:
+    """The words of ``text`` with LaTeX macros, Markdown links' targets, URLs and markup left out."""
+    text = _MD_LINK.sub(r"\1", _URL.sub(" ", text))
+    return WORD.findall(_MACRO.sub(" ", text).replace("_", " "))
+
+
+def _title_case(toks: list[str]) -> bool:
+    """A heading's capitalisation: every word of more than three letters capitalised (``Practice Problems``)."""
+    long = [t for t in toks if len(t) > 3 and t.isalpha()]
+    return len(long) >= 2 and all(t[0].isupper() and t[1:].islower() for t in long)
+
+
+def asks(question: str, q_words: list[str] | None = None) -> bool:
+    """Whether ``question`` asks something: it holds a ``?``, or one of its sentences (or lines) opens with a
+    question or instruction word (:data:`OPENERS`) and it is not capitalised like a heading."""
+    if "?" in question:
+        return True
+    if _title_case(plain_words(question) if q_words is None else q_words):
+        return False
+    if _TASK.search(question) or _CLAUSE_ASK.search(_MACRO.sub(" ", question)):
+        return True
+    for sentence in _SENTENCE.split(question):
+        toks = plain_words(sentence)
+        if toks and toks[0].lower() in OPENERS:
+            return True
+    return False
+
+
+def _is_link_line(line: str) -> bool:
+    line = _BULLET.sub("", line).strip()
+    if not (_MD_LINK.search(line) or _URL.search(line)):
+        return False
+    rest = _URL.sub(" ", _MD_LINK.sub(" ", line))
+    return len(WORD.findall(rest)) <= 3  # a link with at most a short label around it
+
+
+def quality_reason(question: str, answer: str, cfg: HygieneConfig) -> str | None:
+    """The first of ``cfg.drop_rules`` that ``(question, answer)`` breaks, or None when it passes them all."""
+    rules = cfg.drop_rules
+    q_words = plain_words(question)
+    if "heading_question" in rules and not asks(question, q_words):
+        return "heading_question"
+    lines = [ln for ln in answer.splitlines() if ln.strip()]
+    if "heading_answer" in rules and lines and all(_HEADING_LINE.match(ln) or _UNDERLINE.match(ln) or
+                                                   (i + 1 < len(lines) and _UNDERLINE.match(lines[i + 1]))
+                                                   for i, ln in enumerate(lines)):
+        return "heading_answer"
+    if "link_answer" in rules and lines and all(_is_link_line(ln) for ln in lines):
+        return "link_answer"
+    if "short" in rules and (len(q_words) < cfg.min_question_words or len(plain_words(answer)) < cfg.min_answer_words):
+        return "short"
+    return None
+
+
 @dataclass
 class HygieneResult:
     """Which pairs pass: ``keep`` (indices into the pairs, in order) and one record per dropped pair."""
@@ -130,8 +226,8 @@ def apply_hygiene(pairs: Sequence[dict[str, Any]], cfg: HygieneConfig,
     alive = list(range(len(pairs)))
     if paths:
         index = EvalIndex.build(paths, cfg.ngram)
-        counts["decontaminate"] = {"files": index.files, "items": index.items, "ngram": cfg.ngram,
-                                   "eval_fields_too_short": index.too_short}
+        counts["decontaminate"] = {"files": index.files, "sha256": index.sha256, "items": index.items,
+                                   "ngram": cfg.ngram, "eval_fields_too_short": index.too_short}
         left = []
         for i in alive:
             hit = None
@@ -144,10 +240,20 @@ def apply_hygiene(pairs: Sequence[dict[str, Any]], cfg: HygieneConfig,
             if hit is None:
                 left.append(i)
         alive = left
+    if cfg.drop_rules:
+        left = []
+        for i in alive:
+            reason = quality_reason(str(pairs[i].get("question", "")), str(pairs[i].get("answer", "")), cfg)
+            if reason is None:
+                left.append(i)
+            else:
+                dropped.append({"index": i, "reason": reason})
+        alive = left
     if cfg.dedup or cfg.near_dedup:
         alive = _dedup(pairs, alive, cfg, dropped)
     for d in dropped:
         counts[d["reason"]] += 1
+    counts["low_quality"] = sum(counts[r] for r in QUALITY_REASONS)
     counts["kept"] = len(alive)
     dropped.sort(key=lambda d: d["index"])
     return HygieneResult(alive, dropped, counts)

@@ -79,7 +79,13 @@ def c_tf_idf(texts_by_cluster: dict[int, list[str]], top: int) -> dict[int, list
     clusters = [c for c, t in texts_by_cluster.items() if t]
     if not clusters:
         return {}
-    docs = [" ".join(texts_by_cluster[c]) for c in clusters]
+    import re
+
+    # LaTeX macros and environments, HTML/XML tags and entities, URLs and Markdown link targets are markup, not
+    # terms: they go before counting (so "frac", "sqrt", "begin", "nbsp", "href", "https" never win a cluster)
+    markup = re.compile(r"\\(?:begin|end)\{[^}]*\}|\\[A-Za-z]+\*?|</?[A-Za-z][^>]*>|&[A-Za-z]+;|&#\d+;"
+                        r"|(?:https?://|www\.)\S+|\]\([^)]*\)|\b(?:amp|nbsp|quot|href|http|https)\b")
+    docs = [markup.sub(" ", " ".join(texts_by_cluster[c])) for c in clusters]
     vec = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b", lowercase=True)
     try:
         counts = vec.fit_transform(docs).astype(np.float64)  # (clusters, terms), sparse

@@ -60,6 +60,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     run_dir = Path(run_dir)
     summary = read_json(run_dir / "summary.json", {}) or {}
@@ -88,6 +89,8 @@ def write_report(run_dir: str | Path) -> Path:
     ax.axhline(warm, color="grey", ls=":", lw=1, label=f"warm-up ({warm})")
     ax.set_xlabel("round")
     ax.set_ylabel("documents")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(fig_dir / "budget.png", dpi=110)
@@ -102,6 +105,8 @@ def write_report(run_dir: str | Path) -> Path:
         a1.scatter([r["round"] for r in rounds], [r["reward"] for r in rounds], s=8, c=[r["cluster"] for r in rounds],
                    cmap="tab20")
     a1.set_xlabel("round")
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_ylabel("reward (1 - OT)")
     a1.set_title("reward of each pull", fontsize=9)
     order = [j for j in np.argsort([-(m if m is not None else -1) for m in means]) if means[j] is not None]
@@ -119,14 +124,23 @@ def write_report(run_dir: str | Path) -> Path:
     ax.plot(cx, cy, marker=".")
     ax.set_xlabel("round (0 = after warm-up)")
     ax.set_ylabel("OT distance to reference")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(fig_dir / "ot.png", dpi=110)
     plt.close(fig)
 
+    from .inspection import open_corpus
+    from .report_baseline import selection_baseline
+    from .report_html import bandit_pulls, ot_caption
+
     top = [j for j in order[:10]]
+    bandit = bandit_pulls(rounds, len(pulls))
+    never = [j for j, m in enumerate(means) if m is None]
+    baseline = selection_baseline(run_dir, summary, open_corpus(run_dir, summary.get("config") or {}))
+    lead = baseline.line() if hasattr(baseline, "line") else f"Selection vs random: not computed ({baseline})."
     lines = [
         f"# equal run report: `{run_dir.name}`",
-        "",
+        "", lead, "",
         "| | |", "|---|---|",
         f"| documents in corpus | {summary.get('docs_total')} |",
         f"| extraction budget | {budget} documents ({warm} warm-up) |",
@@ -143,10 +157,13 @@ def write_report(run_dir: str | Path) -> Path:
         "## Budget", "", "![budget](report/budget.png)", "",
         "## Rewards", "", "![rewards](report/rewards.png)", "",
         "Best clusters by mean reward:", "",
-        "| cluster | mean reward | pulls | documents |", "|---:|---:|---:|---:|",
-        *[f"| {j} | {means[j]:.4f} | {pulls[j]} | {arms.get('sizes', [0] * (j + 1))[j]} |" for j in top],
+        "| cluster | mean reward | warm-up pulls | bandit pulls | documents |", "|---:|---:|---:|---:|---:|",
+        *[f"| {j} | {means[j]:.4f} | {pulls[j] - bandit[j]} | {bandit[j]} | {arms.get('sizes', [0] * (j + 1))[j]} |"
+          for j in top],
         "",
-        "## OT distance over rounds", "", "![ot](report/ot.png)", "",
+        f"{len(never)} of {len(means)} clusters were never pulled." if never else "Every cluster was pulled.",
+        "",
+        "## OT distance over rounds", "", "![ot](report/ot.png)", "", ot_caption(cy), "",
         "## Time per stage (seconds)", "",
         "| stage | seconds |", "|---|---:|",
         *[f"| {k} | {v:.1f} |" for k, v in summary.get("stage_seconds", {}).items()],
@@ -159,5 +176,5 @@ def write_report(run_dir: str | Path) -> Path:
     atomic_write_text(path, "\n".join(lines))
     from .report_html import write_html
 
-    write_html(run_dir, summary, rounds, (cx, cy))
+    write_html(run_dir, summary, rounds, (cx, cy), baseline)
     return path

@@ -1,8 +1,10 @@
-"""``equal train``: supervised fine-tuning with a LoRA adapter on a run's ``messages`` data.
+"""``equal train``: supervised fine-tuning with a LoRA adapter on a run's pairs.
 
-The run's pairs become chat ``messages`` (:func:`build_messages`, written once into the run folder), a
-seeded share is held out for validation, and TRL's ``SFTTrainer`` trains a peft LoRA adapter on the rest,
-the loss on the assistant's answers only. The output folder is the adapter itself:
+The run's pairs that pass its hygiene become TRL's conversational prompt/completion rows, the
+``prompt-completion`` export (:func:`build_train_file`, written into the run folder); an export folder or a
+``.jsonl`` of such rows (or of ``messages`` rows) is read as it is. A seeded share is held out for validation, and
+TRL's ``SFTTrainer`` trains a peft LoRA adapter on the rest, the loss on the assistant's answers only. The
+output folder is the adapter itself:
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft)
     tokenizer files                                  the tokenizer used (not for a GGUF base: read from the file)
@@ -36,7 +38,7 @@ from ._io import read_records
 from .models import (ModelRef, bf16_supported, load_causal_lm, load_tokenizer, pick_device, resolve, set_cpu_threads,
                      write_base_record)
 
-MESSAGES_FILE = "messages.jsonl"
+TRAIN_FILE = "prompt_completion.jsonl"
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "train_summary.json"
 
@@ -140,55 +142,64 @@ class TrainError(UserError, RuntimeError):
 
 
 # ---------------------------------------------------------------- data
-def build_messages(run_dir: str | os.PathLike) -> Path:
-    """The run's chat ``messages`` JSONL (``RUN_DIR/messages.jsonl``), written from ``dataset.jsonl`` when missing.
+def build_train_file(run_dir: str | os.PathLike) -> Path:
+    """The run's training rows (``RUN_DIR/prompt_completion.jsonl``): the ``prompt-completion`` export of the run
+    (:mod:`equal.export`), i.e. the pairs that pass the run's hygiene, one TRL conversational prompt/completion
+    row each. Written from ``dataset.jsonl`` when missing or older than it; no drop report is written."""
+    from ..export import ROW, run_config
+    from ..hygiene import apply_hygiene
 
-    One record per pair: ``{"messages": [{"role": "user", "content": question}, {"role": "assistant",
-    "content": answer}], "doc_id": ...}``. An existing file is used as it is (e.g. one written by an export).
-    This is the only place that knows the run folder's pair format; an export module can replace it.
-    """
     run = Path(run_dir)
-    out = run / MESSAGES_FILE
-    if out.is_file():
-        return out
+    out = run / TRAIN_FILE
     src = run / "dataset.jsonl"
     if not src.is_file():
-        raise TrainError(f"{run} holds no {MESSAGES_FILE} and no dataset.jsonl: not a run folder")
+        if out.is_file():
+            return out
+        raise TrainError(f"{run} holds no {TRAIN_FILE} and no dataset.jsonl: not a run folder")
+    if out.is_file() and out.stat().st_mtime_ns >= src.stat().st_mtime_ns:
+        return out
+    pairs = [r for r in read_jsonl(src) if str(r.get("question", "")).strip() and str(r.get("answer", "")).strip()]
+    _, hygiene, _ = run_config(run)
+    kept = [pairs[i] for i in apply_hygiene(pairs, hygiene).keep]
+    if not kept:
+        raise TrainError(f"{src} holds no question/answer pairs that pass the run's hygiene to train on")
     tmp = out.with_suffix(".jsonl.tmp")
-    n = 0
     with open(tmp, "w", encoding="utf-8") as f:
-        for rec in read_jsonl(src):
-            q, a = str(rec.get("question", "")).strip(), str(rec.get("answer", "")).strip()
-            if not q or not a:
-                continue
-            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                "doc_id": rec.get("doc_id", "")}, ensure_ascii=False) + "\n")
-            n += 1
-    if n == 0:
-        tmp.unlink()
-        raise TrainError(f"{src} holds no question/answer pairs to train on")
+        for rec in kept:
+            rec = {**rec, "question": str(rec["question"]).strip(), "answer": str(rec["answer"]).strip()}
+            f.write(json.dumps(ROW["prompt-completion"](rec), ensure_ascii=False) + "\n")
     os.replace(tmp, out)
     return out
 
 
 def find_data(run_dir: str | os.PathLike) -> Path:
-    """The messages file to train on: a ``.jsonl`` given directly, an export folder's ``train.jsonl``, or the run's."""
+    """The rows to train on: a ``.jsonl`` given directly, an export folder's ``train.jsonl`` (``prompt-completion``
+    or ``messages``), or the run's ``prompt-completion`` rows (:func:`build_train_file`)."""
     p = Path(run_dir)
     if p.is_file():
         return p
     if (p / "train.jsonl").is_file() and not (p / "dataset.jsonl").is_file():
         return p / "train.jsonl"
-    return build_messages(p)
+    return build_train_file(p)
+
+
+def _turns(msgs: Any) -> list[dict[str, str]] | None:
+    if isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+    return None
 
 
 def load_conversations(path: Path) -> list[list[dict[str, str]]]:
+    """Conversations ending with an assistant turn, from ``prompt``/``completion`` rows (TRL's conversational
+    prompt-completion, what ``equal export --format prompt-completion`` writes) or ``messages`` rows."""
     convs = []
     for rec in read_records(path):
-        msgs = rec.get("messages")
-        if isinstance(msgs, list) and msgs and msgs[-1].get("role") == "assistant":
-            convs.append([{"role": m["role"], "content": m["content"]} for m in msgs])
+        prompt, completion = _turns(rec.get("prompt")), _turns(rec.get("completion"))
+        conv = prompt + completion if prompt and completion else _turns(rec.get("messages"))
+        if conv and conv[-1]["role"] == "assistant":
+            convs.append(conv)
     if not convs:
-        raise TrainError(f"{path} holds no 'messages' records ending with an assistant turn")
+        raise TrainError(f"{path} holds no prompt/completion or messages records ending with an assistant turn")
     return convs
 
 
