@@ -217,17 +217,17 @@ def split_reference(n_items: int, eval_size: int) -> tuple[np.ndarray, np.ndarra
 
 def build_context(cfg: Config, table_dir: str | Path, out: Path, eval_size: int, progress: bool):
     from ..corpus import Corpus
-    from ..embed import make_embedder
+    from ..embed import from_config
     from ..reference import load_reference
     from ..vectors import cache_root, embed_corpus
 
     table = ExtractionTable.load(table_dir)
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "state", progress=progress)
-    emb = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device,
-                        cache_root(cfg), progress)
+    emb = from_config(cfg.embed, cache_root(cfg), progress)
     if table.meta["key"].get("embedder") != emb.fingerprint():
-        raise TableError(f"the table in {table_dir} was embedded with another model or token limit than "
-                         f"embed.model={cfg.embed.model}, embed.max_seq_length={cfg.embed.max_seq_length}")
+        raise TableError(f"the table in {table_dir} was embedded with another model, token limit or backend than "
+                         f"embed.model={cfg.embed.model}, embed.max_seq_length={cfg.embed.max_seq_length}, "
+                         f"embed.backend={cfg.embed.backend}")
     ids = [d.id for b in corpus.iter_batches(4096) for d in b]
     rows_to_table = table.rows_for(ids)
     if (rows_to_table < 0).any():

@@ -160,7 +160,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     ``executor: ray``, on Ray workers, each with an extractor made from the config, unless ``extractor`` is
     given)."""
     from ..corpus import Corpus
-    from ..embed import make_embedder
+    from ..embed import from_config
     from ..executors import merge_stats
     from ..extract.registry import make_extractor
     from ..vectors import cache_root
@@ -169,8 +169,7 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "index", progress=progress)
     ex = extractor or make_extractor(cfg.extract)
     try:
-        emb = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device,
-                        cache_root(cfg), progress)
+        emb = from_config(cfg.embed, cache_root(cfg), progress)
         key = {"extractor": ex.fingerprint(), "embedder": emb.fingerprint(), "corpus": corpus.content_key(),
                "n_docs": len(corpus)}
         pulls, executor, remote = None, None, {}
