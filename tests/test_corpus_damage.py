@@ -28,13 +28,13 @@ def _folder(tmp_path, broken_name, broken_bytes, n_good=10):
     d = tmp_path / "shards"
     (d / "sub").mkdir(parents=True)
     (d / "sub" / broken_name).write_bytes(broken_bytes)
-    (d / "z-good.jsonl").write_bytes(_body(_recs(n_good, start=1000)))
+    (d / "z-good.jsonl").write_bytes(_body(_recs(n_good, start=100000)))
     return d
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
 def test_a_shard_cut_off_mid_stream_is_named_in_the_skip_counts(tmp_path, kind, caplog):
-    recs = _recs(300)
+    recs = _recs(3000)  # several zstd blocks (128 KiB each): the blocks before the cut can be read
     packed = gzip.compress(_body(recs)) if kind == "gz" else zstandard.ZstdCompressor().compress(_body(recs))
     folder = _folder(tmp_path, f"a.jsonl.{kind}", packed[: len(packed) // 2])
     with caplog.at_level(logging.WARNING):
@@ -43,8 +43,8 @@ def test_a_shard_cut_off_mid_stream_is_named_in_the_skip_counts(tmp_path, kind, 
     assert c.damaged_shards() == {f"sub/a.jsonl.{kind}": "truncated"}
     ids = _ids(c)
     kept = len(ids) - 10
-    assert 0 <= kept < 300 and ids[:kept] == [r["id"] for r in recs[:kept]] and ids[kept:] == [f"d{i}" for i in
-                                                                                               range(1000, 1010)]
+    assert 500 < kept < 3000 and ids[:kept] == [r["id"] for r in recs[:kept]]
+    assert ids[kept:] == [f"d{i}" for i in range(100000, 100010)]
     assert any("truncated" in r.getMessage() for r in caplog.records)
     # with corpus_options.strict the same corpus is a one-line error naming the shard
     with pytest.raises(CorpusError, match=rf"corpus shard sub/a\.jsonl\.{kind} .* is cut off mid-stream.*strict"):
@@ -128,3 +128,28 @@ def test_a_utf16_shard_is_named(tmp_path):
     (d / "b.jsonl.gz").write_bytes(gzip.compress(b"\xff\xfe" + _body(_recs(5, 10)).decode().encode("utf-16-le")))
     with pytest.raises(CorpusError, match=r"b\.jsonl\.gz is UTF-16 \(little-endian\).*gzip -dc .*iconv -f UTF-16"):
         Corpus(d)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_a_run_names_the_truncated_shard_in_summary_and_report_and_strict_stops_it(tmp_path):
+    from conftest import CORPUS, REF_MATH, equal_cli, run_args
+
+    lines = CORPUS.read_bytes().splitlines(keepends=True)[:200]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.jsonl").write_bytes(b"".join(lines[:30]))
+    packed = gzip.compress(b"".join(lines[30:]))
+    (shards / "b.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    fast = ["--set", "score.prior_sample=50", "--set", "score.reference_sample=50"]
+    done = equal_cli(*run_args(shards, tmp_path / "run", *fast, reference=REF_MATH, budget=10))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped"].get("truncated_shard:b.jsonl.gz") == 1, summary["skipped"]
+    assert "truncated_shard:b.jsonl.gz" in (tmp_path / "run" / "report.md").read_text()
+    strict = equal_cli(*run_args(shards, tmp_path / "strict", "--set", "corpus_options.strict=true", *fast,
+                                 reference=REF_MATH, budget=10))
+    errors = [line for line in strict.stderr.splitlines() if line.startswith("equal: error")]
+    assert strict.returncode == 2 and len(errors) == 1 and "b.jsonl.gz" in errors[0] and "strict" in errors[0], \
+        strict.stderr[-2000:]
+    assert "Traceback" not in strict.stderr

@@ -19,7 +19,8 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-CHUNK = 1 << 20  # compressed bytes read at a time
+CHUNK = 1 << 16  # decompressed bytes asked for at a time (gzip)
+ZST_PIECE = 1 << 16  # compressed bytes given to the zstd decompressor at a time
 
 
 class StreamDamage(Exception):
@@ -56,7 +57,7 @@ def _gz_chunks(f: BinaryIO) -> Iterator[bytes]:
     try:
         with gzip.open(f, "rb") as g:
             while True:
-                chunk = g.read(CHUNK)
+                chunk = g.read1(CHUNK)  # what one decompression step gives: nothing decoded is lost at a cut
                 if not chunk:
                     return
                 yield chunk
@@ -74,7 +75,7 @@ def _zst_chunks(f: BinaryIO) -> Iterator[bytes]:
     in_frame = False  # bytes of a frame were given to ``dobj`` and its end was not reached yet
     try:
         while True:
-            data = f.read(CHUNK)
+            data = f.read(ZST_PIECE)  # small pieces bound the output of one call (no max_length in zstandard)
             if not data:
                 break
             while data:

@@ -5,10 +5,14 @@ Distinctive terms are c-TF-IDF (as in BERTopic): the documents of each cluster (
 times ``log(1 + A / f_t)``, with A the mean number of words per cluster and f_t the term's count over all
 clusters. Words are scikit-learn's default tokens, English stop words left out. Only the text field of a
 document is read (no label field of the corpus).
+
+Documents and pairs are untrusted text: everything printed goes through :func:`printable`, which removes
+terminal escape sequences (ANSI colours, window-title and hyperlink OSC sequences) and control characters.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,18 @@ import yaml
 from .io import read_json, read_jsonl
 
 TITLE_CHARS = 90
+
+# ESC-introduced sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ST", DCS/SOS/PM/APC "... ST", two-byte
+# escapes) and the 8-bit CSI; then every control character but newline and tab, and the bidirectional
+# overrides and isolates that make a terminal show text in an order other than its own
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+                      r"|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal escape sequences and control characters (newlines and tabs kept)."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 class InspectError(ValueError):
@@ -143,7 +159,7 @@ def cluster_profiles(run_dir: str | Path, clusters: list[int] | None = None, top
         for s in range(0, len(order), 1024):
             chunk = np.sort(order[s: s + 1024])
             for i, doc in zip(chunk.tolist(), corpus.get(chunk)):
-                texts[i] = doc.text
+                texts[i] = printable(doc.text)  # an escape sequence's payload (a window title) is no term either
         terms = c_tf_idf({c: [texts[i] for i in sample[c].tolist()] for c in range(k)}, top_terms)
         for prof in profiles:
             prof.terms = terms.get(prof.cluster, [])
@@ -178,5 +194,5 @@ def inspect_run(run_dir: str | Path, cluster: int | None = None, top_terms: int 
         for s in p.samples:
             lines.append(f"  pair:  Q: {_short(s['question'])}")
             lines.append(f"         A: {_short(s['answer'])}")
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"
 
