@@ -45,6 +45,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 BWRAP = "bwrap"  # the bubblewrap executable (a name on PATH or a path); EQUAL_SANDBOX_BWRAP overrides it
 MAX_PROCS = 32  # processes (and threads) the program may have at once
 MAX_FILE_BYTES = 16 * 2**20  # the largest file it may write, its output included
@@ -66,8 +68,8 @@ os.execv(sys.executable, [sys.executable, "-I", "-B", {path!r}])
 '''
 
 
-class SandboxUnavailable(RuntimeError):
-    """The namespaces for running untrusted code cannot be made here (a user-facing error, one line)."""
+class SandboxUnavailable(UserError, RuntimeError):
+    """The namespaces for running untrusted code cannot be made here (a user error: one line, exit 2)."""
 
 
 @dataclass
