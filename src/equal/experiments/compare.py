@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import subprocess
 import time
@@ -316,6 +317,31 @@ def _labels(corpus, cfg: Config, field_name: str) -> dict[str, Any]:
     return labels_by_id(p, field_name, cfg.corpus_options.id_field)
 
 
+def portable_path(path: str | Path | None) -> str | None:
+    """A path as results files name it: relative to the working directory (no machine's absolute path)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return os.path.relpath(p)
+    except ValueError:  # another drive (Windows)
+        return p.name
+
+
+def portable_config(cfg: Config) -> dict[str, Any]:
+    """The config with its file and folder paths made :func:`portable_path`."""
+    d = cfg.to_dict()
+    for key in ("corpus", "reference", "out"):
+        d[key] = portable_path(d.get(key))
+    ex = d.get("extract", {})
+    if ex.get("cache_dir"):
+        ex["cache_dir"] = portable_path(ex["cache_dir"])
+    d.setdefault("hygiene", {})["decontaminate"] = [portable_path(x) for x in d.get("hygiene", {}).get("decontaminate", [])]
+    return d
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -336,7 +362,8 @@ def _write_results(out: Path, rows: list[dict[str, Any]], cfg: Config, policies,
     agg = aggregate(rows)
     atomic_write_json(out / "results.json", {"commit": _commit(), "policies": policies, "budgets": budgets,
                                              "seeds": seeds, "label_field": label_field, "target": target,
-                                             "table": str(table_dir), "timing": timing, "config": cfg.to_dict(),
+                                             "table": portable_path(table_dir), "timing": timing,
+                                             "config": portable_config(cfg),
                                              "aggregate": agg})
     atomic_write_text(out / "results.md", results_markdown(agg, rows, cfg, policies, budgets, seeds, target,
                                                            timing))
@@ -365,7 +392,7 @@ def _isnan(x: Any) -> bool:
 def results_markdown(agg, rows, cfg: Config, policies, budgets, seeds, target, timing) -> str:
     full_ot = agg.get("full", {}).get("1.0", {}).get("ot", [None])[0]
     lines = [f"# equal compare: {len(policies)} policies x {len(budgets)} budgets x {seeds} seeds",
-             "", f"Corpus `{cfg.corpus}`, reference `{cfg.reference}` (split: "
+             "", f"Corpus `{portable_path(cfg.corpus)}`, reference `{portable_path(cfg.reference)}` (split: "
              f"{timing['run_reference_items']} items given to the runs, {timing['eval_items']} held out for "
              f"evaluation), commit `{_commit()}`. Mean ± sd over seeds. OT: exact EMD, cosine cost, base "
              f"embedder, selected pairs vs the held-out reference (lower is better)."
