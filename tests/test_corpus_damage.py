@@ -153,3 +153,10 @@ def test_a_run_names_the_truncated_shard_in_summary_and_report_and_strict_stops_
     assert strict.returncode == 2 and len(errors) == 1 and "b.jsonl.gz" in errors[0] and "strict" in errors[0], \
         strict.stderr[-2000:]
     assert "Traceback" not in strict.stderr
+
+
+def test_a_junk_first_line_that_starts_like_a_byte_order_mark_is_only_junk(tmp_path):
+    p = tmp_path / "junk.jsonl"
+    p.write_bytes(b"\xff\xfe\n" + _body(_recs(3)))  # FF FE, but what follows is no UTF-16 JSON
+    c = Corpus(p)
+    assert _ids(c) == ["d0", "d1", "d2"] and c.skipped["malformed_json"] == 1

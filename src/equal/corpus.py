@@ -297,7 +297,7 @@ class _JsonlSource(_Source):
 
 
 def _check_encoding(path: Path, kind: str, first_line: bytes) -> None:
-    found = sniff_encoding(first_line[:4])
+    found = sniff_encoding(first_line[:64])
     if found:
         raise CorpusError(encoding_message(path, kind, found))
 

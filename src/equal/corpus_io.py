@@ -15,6 +15,7 @@ the text encoding of a JSONL file told from its first bytes.
 
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -99,26 +100,35 @@ def iter_lines(path: Path, kind: str) -> Iterator[bytes]:
         yield from _lines(_gz_chunks(f) if kind == "gz" else _zst_chunks(f))
 
 
-_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32", "big-endian"), (b"\xff\xfe\x00\x00", "UTF-32", "little-endian"),
-         (b"\xfe\xff", "UTF-16", "big-endian"), (b"\xff\xfe", "UTF-16", "little-endian"))
+_BOMS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\xfe\xff", "utf-16-be"),
+         (b"\xff\xfe", "utf-16-le"))
+_NULS = {(False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
+         (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}
+_OBJECT = re.compile(r"\s*\{")
+_OBJECT_KEY = re.compile(r"\s*\{\s*\"")
+
+
+def _name(codec: str) -> str:
+    family, order = codec[:-3].upper(), "little-endian" if codec.endswith("le") else "big-endian"
+    return f"{family} ({order})"
 
 
 def sniff_encoding(head: bytes) -> tuple[str, str] | None:
-    """``(encoding, how it was told)`` for a file that is not UTF-8 (UTF-16/32, by byte-order mark or by the
-    NUL bytes around an ASCII ``{``), from its first four bytes; None for UTF-8 (with or without a BOM)."""
-    for bom, enc, order in _BOMS:
+    """``(encoding, how it was told)`` for JSONL text that is not UTF-8, from its first bytes (64 are
+    plenty); None for UTF-8, with or without a byte-order mark.
+
+    UTF-16/32 is told by a byte-order mark, or without one by the NUL bytes of ASCII text in it; either way
+    only when the text, decoded so, opens a JSON object (``{`` after a mark, ``{"`` without one), so that a
+    line of binary junk that happens to start like a mark stays a ``malformed_json`` line.
+    """
+    for bom, codec in _BOMS:
         if head.startswith(bom):
-            return f"{enc} ({order})", f"byte-order mark {bom.hex(' ').upper()}"
-    if len(head) >= 4:
-        nul = [b == 0 for b in head[:4]]
-        if nul == [False, True, True, True]:
-            return "UTF-32 (little-endian)", "NUL bytes around the first character (no byte-order mark)"
-        if nul == [True, True, True, False]:
-            return "UTF-32 (big-endian)", "NUL bytes before the first character (no byte-order mark)"
-        if nul == [False, True, False, True]:
-            return "UTF-16 (little-endian)", "NUL bytes between the first characters (no byte-order mark)"
-        if nul == [True, False, True, False]:
-            return "UTF-16 (big-endian)", "NUL bytes between the first characters (no byte-order mark)"
+            if _OBJECT.match(head[len(bom):].decode(codec, errors="ignore")):
+                return _name(codec), f"byte-order mark {bom.hex(' ').upper()}"
+            return None
+    codec = _NULS.get(tuple(b == 0 for b in head[:4]))
+    if codec and len(head) >= 8 and _OBJECT_KEY.match(head.decode(codec, errors="ignore")):
+        return _name(codec), "NUL bytes around its ASCII characters, no byte-order mark"
     return None
 
 
