@@ -22,7 +22,8 @@ import numpy as np
 
 from ..config import Config
 from ..corpus import Corpus
-from ..embed import is_static, make_embedder
+from ..embed import from_config as embedder_from_config
+from ..embed import is_static
 from ..errors import EqualError, Interrupted, UserError
 from ..extract.base import Extractor
 from ..extract.registry import make_extractor
@@ -193,8 +194,7 @@ class Pipeline:
             raise UserError("align.mode full fine-tunes a transformer; a static embedder works with align.mode "
                             "adapter (or none)")
         with run.timed("load_embedder"):
-            embedder = make_embedder(cfg.embed.model, cfg.embed.batch_size, cfg.embed.max_seq_length,
-                                     cfg.embed.device, cache_root(cfg), self.progress, self.say)
+            embedder = embedder_from_config(cfg.embed, cache_root(cfg), self.progress, self.say)
         with run.timed("reference"):
             ref_vecs, prior_vecs = reference_stage(run, embedder, reference.pairs)
         scorer = Scorer(ref_vecs, embedder.encode, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
