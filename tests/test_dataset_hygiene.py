@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from equal.cli import _load_config, build_parser
+from equal.cli import build_parser
+from equal.cli.flags import load_config as _load_config
 from equal.config import Config, HygieneConfig
 from equal.hygiene import EvalIndex, HygieneError, apply_hygiene, run_hygiene
 

@@ -1,0 +1,5 @@
+"""``python -m equal.cli``."""
+
+from . import main
+
+raise SystemExit(main())
