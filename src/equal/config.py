@@ -235,6 +235,10 @@ class ExtractConfig:
     min_question_chars: int = _f(8, "Shorter questions are rejected.")
     min_answer_chars: int = _f(2, "Shorter answers are rejected.")
     max_answer_chars: int = _f(4000, "Longer answers are truncated at a paragraph boundary.")
+    heading_fallback: Literal["section", "questions"] = _f(
+        "section", "Heuristic extractor, where no QA rule fires: section (each heading with its section) or "
+        "questions (only headings that ask something, else a prose paragraph ending with a question and the "
+        "paragraph after it).")
     cache_dir: str | None = _f(None, "Extraction cache folder; None: $XDG_CACHE_HOME/equal or ~/.cache/equal.")
     cache: bool = _f(True, "Cache every extraction on disk by content hash.")
     llm: LLMConfig = field(default_factory=LLMConfig, metadata={"help": "LLM endpoint settings (extractor openai)."})

@@ -67,7 +67,7 @@ _UNDERLINE = re.compile(r"^\s*([=\-~^*+#\"'`:.])\1{2,}\s*$")
 # a sentence may end inside math ("... 2004.$  Compute ...") or with display math ("... = 42.\\]Compute ...")
 _SENTENCE = re.compile(r"[.!;:][$)\]]*\s+|\\\]\s*|\$\$\s*|\n+")
 # a question or an instruction inside a clause ("If $x = 2$, find $y$.", "Using Figure 1, estimate ...")
-_CLAUSE_ASK = re.compile(r"(?:[,;]|\bthen\b)\s*(?:then\s+)?(?:how|what|which|why|find|compute|calculate|determine|"
+_CLAUSE_ASK = re.compile(r"(?:[,;]|\bthen\b)\s*(?:then\s+)?(?:how|what|why|find|compute|calculate|determine|"
                          r"prove|show|solve|evaluate|simplify|express|enter|estimate|give|write|say|list|explain|"
                          r"describe)\b", re.I)
 _TASK = re.compile(r"\byour task is\b|\byou (?:need|have|are asked|will need) to\b|\bin this exercise\b", re.I)

@@ -36,7 +36,7 @@ figure{margin:0} figcaption{font-size:.85em;color:#555} img{max-width:100%;heigh
 .q,.a{font-size:.8em;color:#555;margin-top:4px} .terms{color:#2a5d9f;font-size:.9em} small{color:#777}
 pre.src{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 font-size:.8em;background:#f7f7f7;border:1px solid #eee;margin:2px 0;padding:4px;max-height:12em;overflow:auto}
-p.lead{font-size:1.05em;background:#eef4fb;border-left:4px solid #2a5d9f;padding:8px 12px} p.never{color:#555}
+td.pairs{min-width:340px} p.lead{font-size:1.05em;background:#eef4fb;border-left:4px solid #2a5d9f;padding:8px 12px} p.never{color:#555}
 """
 
 
@@ -219,7 +219,7 @@ def _top_clusters(run_dir: Path, rounds: Sequence[dict[str, Any]]) -> str:
                     f'<td class="n">{p.pulls - bandit[p.cluster]}</td><td class="n">{bandit[p.cluster]}</td>'
                     f'<td class="n">{_fmt(p.mean_reward)}</td><td class="n">{p.pairs}</td>'
                     f'<td><span class="terms">{html.escape(", ".join(p.terms))}</span></td>'
-                    f"<td>{titles}</td><td>{pairs or '<small>no pairs</small>'}</td></tr>")
+                    f"<td>{titles}</td><td class=\"pairs\">{pairs or '<small>no pairs</small>'}</td></tr>")
     note = "" if has_corpus else "<p><small>The run's corpus was not found: no terms or titles.</small></p>"
     never_line = (f'<p class="never">{len(never)} of {len(profiles)} clusters were never pulled '
                   f"({sum(p.size for p in never)} documents, none of them read).</p>" if never else

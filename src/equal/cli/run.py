@@ -95,8 +95,9 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         print(f"report:  {out / 'report.md'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else ""))
     h = s.get("hygiene") or {}
     if "kept" in h:
-        print(f"hygiene: {h['kept']} of {h['pairs']} pairs pass ({h['exact_duplicate']} exact and "
-              f"{h['near_duplicate']} near duplicates, {h['contaminated']} contaminated; {out / h['report']})")
+        print(f"hygiene: {h['kept']} of {h['pairs']} pairs pass ({h['contaminated']} contaminated, "
+              f"{h.get('low_quality', 0)} by quality rules, {h['exact_duplicate']} exact and {h['near_duplicate']} "
+              f"near duplicates; {out / h['report']})")
     print(f"summary: {out / 'summary.json'} (final OT distance to the reference: "
           f"{s['final_ot']:.4f})" if s["final_ot"] is not None else f"summary: {out / 'summary.json'}")
     return 0

@@ -17,6 +17,12 @@ Rules, tried in order; each pair records the rule that made it:
 ``heading_section``
     Only where none of the above fired: each heading with its section; a
     document without heading markup uses its first line or sentence as heading.
+    With ``heading_fallback="questions"`` (``extract.heading_fallback``; the
+    default ``"section"`` keeps the rule above) only the sections whose heading
+    asks something (:func:`equal.hygiene.asks`) are kept, and where none does:
+``inline_question``
+    (``heading_fallback="questions"`` only) a paragraph of prose ending with a
+    question (not a line of quoted dialogue), paired with the paragraph after it.
 """
 
 from __future__ import annotations
@@ -91,15 +97,21 @@ class HeuristicExtractor:
     name = "heuristic"
 
     def __init__(self, max_pairs_per_doc: int = 8, min_question_chars: int = 8, min_answer_chars: int = 2,
-                 max_answer_chars: int = 4000) -> None:
+                 max_answer_chars: int = 4000, heading_fallback: str = "section") -> None:
+        if heading_fallback not in ("section", "questions"):
+            raise ValueError(f"heading_fallback must be section or questions, got {heading_fallback!r}")
         self.max_pairs = max_pairs_per_doc
         self.min_q = min_question_chars
         self.min_a = min_answer_chars
         self.max_a = max_answer_chars
+        self.fallback = heading_fallback
 
     def fingerprint(self) -> dict:
-        return {"name": self.name, "version": 1, "max_pairs": self.max_pairs, "min_q": self.min_q,
-                "min_a": self.min_a, "max_a": self.max_a}
+        fp = {"name": self.name, "version": 1, "max_pairs": self.max_pairs, "min_q": self.min_q,
+              "min_a": self.min_a, "max_a": self.max_a}
+        if self.fallback != "section":  # the default's fingerprint (and so its cache keys) stays as it was
+            fp["fallback"] = self.fallback
+        return fp
 
     def extract(self, docs: list[Document]) -> list[Extraction]:
         out = []
@@ -124,7 +136,7 @@ class HeuristicExtractor:
                      self._instructions_solution, self._faq_heading):
             found.extend(rule(lines))
         if not found:
-            found = self._heading_section(lines)
+            found = self._heading_section(lines) if self.fallback == "section" else self._asked(lines)
         kept, seen = [], set()
         for p in found:
             q, a = _clean(p.question), cut_text(_clean(p.answer), self.max_a)
@@ -205,6 +217,35 @@ class HeuristicExtractor:
     def _faq_heading(self, lines: list[str]) -> list[QAPair]:
         return [self._pair(s.heading, s.body, "faq_heading")
                 for s in _sections(lines) if s.heading.rstrip().endswith("?") and s.body]
+
+    def _asked(self, lines: list[str]) -> list[QAPair]:
+        from ..hygiene import asks
+
+        return [p for p in self._heading_section(lines) if asks(p.question)] or self._inline_questions(lines)
+
+    def _inline_questions(self, lines: list[str]) -> list[QAPair]:
+        paras, cur, fence = [], [], False
+        for line in lines:
+            if _FENCE.match(line):
+                fence = not fence
+            if not line.strip() and not fence:
+                if cur:
+                    paras.append("\n".join(cur))
+                cur = []
+            else:
+                cur.append(line)
+        if cur:
+            paras.append("\n".join(cur))
+        pairs = []
+        for para, nxt in zip(paras, paras[1:]):
+            text = para.strip()
+            if not text.rstrip("\"'”’)").endswith("?") or text[:1] in "\"'“‘-–—" or _MD_HEADING.match(text):
+                continue
+            if nxt.strip().rstrip("\"'”’)").endswith("?"):  # a question after a question: no answer
+                continue
+            question = text if len(text) <= 300 else _SENTENCE_END.split(text)[-1]
+            pairs.append(self._pair(question, nxt, "inline_question"))
+        return pairs
 
     def _heading_section(self, lines: list[str]) -> list[QAPair]:
         sections = [s for s in _sections(lines) if s.body]

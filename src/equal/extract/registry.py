@@ -42,7 +42,8 @@ def _heuristic(cfg: Any) -> Extractor:
     from .heuristic import HeuristicExtractor
 
     return HeuristicExtractor(max_pairs_per_doc=cfg.max_pairs_per_doc, min_question_chars=cfg.min_question_chars,
-                              min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars)
+                              min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars,
+                              heading_fallback=getattr(cfg, "heading_fallback", "section"))
 
 
 def _openai(cfg: Any) -> Extractor:
