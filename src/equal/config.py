@@ -225,10 +225,21 @@ class LLMConfig:
 
 
 @dataclass
+class FileExtractConfig:
+    """Pairs made elsewhere (extractor file)."""
+
+    path: str | None = _f(None, "Pairs file (JSONL, .jsonl.zst or .jsonl.gz), one line per document: {\"doc_id\": ..., "
+                          "\"pairs\": [{\"question\": ..., \"answer\": ...}]}; a document with no line is failed "
+                          "(not_in_file), an empty list empty. equal extract-all writes one beside its table "
+                          "(pairs.jsonl).")
+
+
+@dataclass
 class ExtractConfig:
     """Which extractor turns documents into QA pairs."""
 
-    name: str = _f("heuristic", "heuristic (no LLM), openai (any OpenAI-compatible endpoint), or an extractor "
+    name: str = _f("heuristic", "heuristic (no LLM), openai (any OpenAI-compatible endpoint), file (pairs made "
+                   "elsewhere, read from extract.file.path), or an extractor "
                    "registered with equal.extract.registry.register_extractor.")
     max_pairs_per_doc: int = _f(8, "At most this many pairs are kept per document.")
     batch_docs: int = _f(64, "Warm-up documents extracted (concurrently) per checkpointed batch.")
@@ -242,6 +253,8 @@ class ExtractConfig:
     cache_dir: str | None = _f(None, "Extraction cache folder; None: $XDG_CACHE_HOME/equal or ~/.cache/equal.")
     cache: bool = _f(True, "Cache every extraction on disk by content hash.")
     llm: LLMConfig = field(default_factory=LLMConfig, metadata={"help": "LLM endpoint settings (extractor openai)."})
+    file: FileExtractConfig = field(default_factory=FileExtractConfig,
+                                    metadata={"help": "Pairs file settings (extractor file)."})
 
 
 # the quality rules of hygiene (equal.hygiene), each a reason in the drop report

@@ -6,6 +6,8 @@ Layout of a table folder::
     docs.jsonl     one line per document, corpus order: doc_id, status, tokens, pairs [[q, a], ...]
     vectors.f32    the pairs' vectors, document after document (a float32 journal, memory-mapped to read)
     progress.json  committed sizes of the two journals (resume point)
+    pairs.jsonl    the same pairs as a pairs file (``--extractor file --set extract.file.path=...``), written
+                   when the table completes
 
 Pairs are embedded one document per encode call (as a live run does), so a
 replay gets the vectors a live run would. Extraction goes through the
@@ -126,6 +128,8 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
         meta = {"version": TABLE_VERSION, "key": key, "n_docs": len(corpus), "dim": dim, "complete": False}
         atomic_write_json(out / "meta.json", meta)
     if meta.get("complete"):
+        if not (out / PAIRS_FILE).exists():  # a table finished before pairs files were written
+            write_table_pairs(out, int(read_json(out / "progress.json")["docs_bytes"]), meta)
         say(f"extraction table in {out} is complete; nothing to do")
         return out
     docs_j, vec_j = Journal(out / "docs.jsonl"), Journal(out / "vectors.f32")
@@ -150,9 +154,34 @@ def build_table(out: str | Path, corpus, extract, encode, dim: int, key: dict[st
             prog = {"docs": s + len(res), "docs_bytes": docs_j.size(), "vec_bytes": vec_j.size()}
             atomic_write_json(out / "progress.json", prog)
             tick(len(res))
+    write_table_pairs(out, int(read_json(out / "progress.json")["docs_bytes"]), meta)
     meta["complete"] = True
     atomic_write_json(out / "meta.json", meta)
     return out
+
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+def write_table_pairs(out: Path, docs_bytes: int, meta: dict[str, Any]) -> Path:
+    """``pairs.jsonl`` beside the table: its pairs as a pairs file that ``--extractor file`` reads back (a failed
+    document gets no line, so it reads back as failed; an empty one an empty list). Each pair names the
+    table's extractor."""
+    from ..extract.file import write_pairs_file
+
+    fp = meta.get("key", {}).get("extractor")
+    name = fp.get("name") if isinstance(fp, dict) else None
+    tag = {"extractor": name} if isinstance(name, str) and name else {}
+
+    def records():
+        with open(out / "docs.jsonl", "rb") as f:
+            data = f.read(docs_bytes)
+        for line in data.splitlines():
+            r = json.loads(line)
+            yield r["doc_id"], r["status"], [{"question": q, "answer": a, **tag} for q, a in r["pairs"]]
+
+    write_pairs_file(out / PAIRS_FILE, records())
+    return out / PAIRS_FILE
 
 
 def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say=print) -> Path:

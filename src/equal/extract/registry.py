@@ -52,9 +52,16 @@ def _openai(cfg: Any) -> Extractor:
     return OpenAIExtractor(cfg)
 
 
+def _file(cfg: Any) -> Extractor:
+    from .file import FileExtractor
+
+    return FileExtractor(cfg.file.path, max_pairs_per_doc=cfg.max_pairs_per_doc)
+
+
 def _builtins() -> None:
     _FACTORIES.setdefault("heuristic", _heuristic)
     _FACTORIES.setdefault("openai", _openai)
+    _FACTORIES.setdefault("file", _file)
 
 
 def extractors() -> tuple[str, ...]:
