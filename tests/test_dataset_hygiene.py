@@ -82,10 +82,10 @@ def test_planted_duplicates_and_near_duplicates_are_removed_and_distinct_pairs_k
         assert cfg.near_threshold <= by_index[new]["jaccard"] < 1
     assert not set(planted_distinct) & set(by_index)
     assert res.counts["kept"] == len(pairs) - len(by_index) == len(res.keep)
-    assert res.counts["exact_duplicate"] + res.counts["near_duplicate"] == len(by_index)
+    assert res.counts["exact_duplicate"] + res.counts["near_duplicate"] + res.counts["low_quality"] == len(by_index)
     # dedup off: nothing dropped; near dedup off: only exact ones
     assert apply_hygiene(pairs, HygieneConfig(enabled=False)).dropped == []
-    exact_only = apply_hygiene(pairs, HygieneConfig(near_dedup=False))
+    exact_only = apply_hygiene(pairs, HygieneConfig(near_dedup=False, drop_rules=[]))
     assert {d["reason"] for d in exact_only.dropped} == {"exact_duplicate"}
     assert {n for n, _ in planted_exact} <= {d["index"] for d in exact_only.dropped}
 
@@ -137,6 +137,8 @@ QUALITY_PLANTED = [  # (question, answer, the rule that drops it)
     ("What is covered in this chapter?", "## Chapter 4: Integration\n\n### 4.1 Riemann sums", "heading_answer"),
     ("Where can I read more about monads?", "- [Monads](https://example.org/monads)\n- https://example.org/faq",
      "link_answer"),
+    ("While he was thus employed a farming man came into the barn.", "Jack instantly started to his feet.",
+     "heading_question"),
     ("Why?", "Because the derivative is positive everywhere.", "short"),
     ("What is the answer to the problem?", "$$", "short"),
 ]
@@ -145,8 +147,10 @@ QUALITY_KEPT = [  # questions, problems and instructions in their usual forms
     ("Find the derivative of $\\sin x$.", "$\\cos x$."),
     ("Solve $x^2 - 5x + 6 = 0$", "$x = 2$ or $x = 3$."),
     ("Write a function that reverses a string", "```python\ndef rev(s):\n    return s[::-1]\n```"),
-    ("A train leaves the station at 3 pm going 60 miles per hour; a second one follows an hour later.",
-     "They meet at 7 pm."),
+    ("A train leaves at 3 pm at 60 miles per hour and a second one an hour later at 80.  Find when they meet.",
+     "At 7 pm."),
+    ("If $12^2 \\cdot 18^3 = 2^x \\cdot 3^y$, find $x+y$.", "$x + y = 4 + 8 = 12$."),
+    ("In triangle $ABC,$\n\\[(b \\sin C)(b \\cos C + c \\cos B) = 42.\\]Compute the area of triangle $ABC.$", "21"),
     ("How many positive divisors does 36 have?", "9"),
     ("HOW MANY POSITIVE DIVISORS DOES 48 HAVE ?", "10"),
     ("Let $f(x) = x^3$. Show that $f$ is increasing", "For $x < y$, $y^3 - x^3 > 0$."),
@@ -168,7 +172,7 @@ def test_quality_rules_drop_headings_macros_labels_link_lists_and_short_pairs(re
     res = apply_hygiene(pairs, cfg)
     assert [(d["index"], d["reason"]) for d in res.dropped] == [(i, r) for i, (_, _, r) in enumerate(QUALITY_PLANTED)]
     assert res.counts["low_quality"] == len(QUALITY_PLANTED) == res.counts["pairs"] - res.counts["kept"]
-    assert res.counts["heading_question"] == 5 and res.counts["short"] == 2
+    assert res.counts["heading_question"] == 6 and res.counts["short"] == 2
     # each rule can be turned off, and the floors moved
     only_links = apply_hygiene(pairs, HygieneConfig(drop_rules=["link_answer"]))
     assert [d["reason"] for d in only_links.dropped] == ["link_answer"]

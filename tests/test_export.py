@@ -57,6 +57,13 @@ def planted_run(math_cli_run, tmp_path_factory):
     with open(run_dir / "dataset.jsonl", "a", encoding="utf-8") as f:
         for p in planted:
             f.write(json.dumps(p) + "\n")
+    # as if the run had extracted them: summary.json records the journal it finished with (equal.layout)
+    from equal.layout import file_record
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.setdefault("files", {})["dataset.jsonl"] = file_record(run_dir / "dataset.jsonl")
+    summary["pairs"] = len(real) + len(planted)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = list(range(len(real) + 1, len(real) + len(planted) + 1))
     return run_dir, good, lines, eval_path, g + 1
 

@@ -254,3 +254,28 @@ def test_trl_sft_trainer_on_the_prompt_completion_export_masks_the_prompt(export
     result = trainer.train()
     assert trainer.state.global_step == 2 and math.isfinite(result.training_loss)
     assert torch.isfinite(torch.tensor([h["loss"] for h in trainer.state.log_history if "loss" in h])).all()
+
+
+def test_the_cards_trl_call_trains_on_each_export(exports, tmp_path, monkeypatch):
+    """The TRL snippet each card prints, run as it is from the export folder (the model swapped for the tiny one
+    and one step): it loads the export, turns it into prompt/completion where needed, and trains."""
+    import re
+
+    from equal.tune.tiny import make_tiny_model
+
+    model_dir = make_tiny_model(tmp_path / "tiny")
+    for fmt in ("alpaca", "sharegpt", "hf"):
+        card = (exports[fmt] / "README.md").read_text(encoding="utf-8")
+        code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+        assert 'model="HuggingFaceTB/SmolLM2-135M-Instruct"' in code and 'SFTConfig(output_dir="sft-out")' in code
+        code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(model_dir))).replace(
+            'SFTConfig(output_dir="sft-out")',
+            f'SFTConfig(output_dir={str(tmp_path / fmt)!r}, max_steps=1, use_cpu=True, report_to="none", '
+            'max_length=256, save_strategy="no", disable_tqdm=True, per_device_train_batch_size=2, '
+            'eval_strategy="no")')
+        monkeypatch.chdir(exports[fmt])
+        scope: dict = {}
+        exec(compile(code, f"{fmt}/README.md", "exec"), scope)
+        trainer = scope["trainer"]
+        assert trainer.state.global_step == 1, fmt
+        assert "completion_mask" in trainer.train_dataset.column_names  # prompt/completion: the prompt is masked

@@ -269,7 +269,7 @@ def _hygiene_lines(cfg: dict[str, Any], hyg: dict[str, Any], dec: dict[str, Any]
         (f"Quality rules ({', '.join(f'`{r}`' for r in rules)}): a pair goes when its question is a bare heading, "
          "a macro or a label rather than a question, a problem or an instruction (`heading_question`), its answer is "
          "only headings (`heading_answer`) or only links (`link_answer`), or it is shorter than "
-         f"{h.get('min_question_words')} question words / {h.get('min_answer_words')} answer words (`short`)."
+         f"{h.get('min_question_words')} question words / {h.get('min_answer_words')} answer word(s) (`short`)."
          if rules else "No quality rules were applied."),
         f"Exact duplicates (same lower-cased words) and near duplicates (Jaccard of word shingles ≥ "
         f"{h.get('near_threshold')}, MinHash LSH) are removed, keeping the first.",

@@ -208,13 +208,14 @@ def _top_clusters(run_dir: Path, rounds: Sequence[dict[str, Any]]) -> str:
         return "<p>No cluster table (no clusters file in this run folder).</p>"
     k = max([p.cluster for p in profiles], default=-1) + 1
     bandit = bandit_pulls(rounds, k)
+    samples = _good_samples(run_dir, 2)
     pulled = [p for p in profiles if p.mean_reward is not None]
     never = [p for p in profiles if p.mean_reward is None]
     rows = []
     for p in pulled[:TOP_CLUSTERS]:
         titles = "<br>".join(html.escape(t) for t in p.titles) or "<small>n/a</small>"
         pairs = "".join(f'<div class="q">Q:</div>{_src(s["question"])}<div class="a">A:</div>{_src(s["answer"])}'
-                        for s in p.samples)
+                        for s in samples.get(p.cluster, []))
         rows.append(f'<tr><td class="n">{p.cluster}</td><td class="n">{p.size}</td>'
                     f'<td class="n">{p.pulls - bandit[p.cluster]}</td><td class="n">{bandit[p.cluster]}</td>'
                     f'<td class="n">{_fmt(p.mean_reward)}</td><td class="n">{p.pairs}</td>'
@@ -226,8 +227,25 @@ def _top_clusters(run_dir: Path, rounds: Sequence[dict[str, Any]]) -> str:
                   f'<p class="never">Every one of the {len(profiles)} clusters was pulled.</p>')
     return (note + never_line + "<table><tr><th>cluster</th><th>documents</th><th>warm-up pulls</th>"
             "<th>bandit pulls</th><th>mean reward</th><th>pairs</th><th>distinctive terms (c-TF-IDF)</th>"
-            "<th>sample documents</th><th>sample pairs (as written: LaTeX and Markdown shown as source)</th></tr>"
+            "<th>sample documents</th><th>sample pairs that pass the quality rules (as written: LaTeX and "
+            "Markdown shown as source)</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def _good_samples(run_dir: Path, n: int) -> dict[int, list[dict[str, Any]]]:
+    """The first ``n`` pairs of each cluster that pass the run's hygiene quality rules (what an export holds)."""
+    from .export import run_config
+    from .hygiene import quality_reason
+    from .io import read_jsonl
+
+    _, hcfg, _ = run_config(run_dir)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for p in read_jsonl(run_dir / "dataset.jsonl"):
+        got = out.setdefault(int(p.get("cluster", -1)), [])
+        if len(got) < n and (not hcfg.enabled or quality_reason(str(p.get("question", "")), str(p.get("answer", "")),
+                                                                hcfg) is None):
+            got.append(p)
+    return out
 
 
 def ot_caption(cy: Sequence[float]) -> str:
@@ -303,7 +321,7 @@ def write_html(run_dir: Path, summary: dict[str, Any], rounds: list[dict[str, An
     hyg_rows = ([("pairs extracted (dataset.jsonl, all kept there)", hyg.get("pairs")),
                  ("pass hygiene (what exports hold)", hyg.get("kept")),
                  ("contaminated", hyg.get("contaminated")),
-                 *[(f"quality: {r.replace('_', ' ')}", hyg.get(r, 0)) for r in QUALITY_ROWS],
+                 *[(f"quality: {r.replace('_', ' ')}", hyg.get(r, "n/a")) for r in QUALITY_ROWS],
                  ("exact duplicates", hyg.get("exact_duplicate")), ("near duplicates", hyg.get("near_duplicate")),
                  ("drop report", hyg.get("report"))]
                 if "kept" in hyg else [("hygiene", hyg.get("error", "not recorded: the run predates hygiene "

@@ -121,7 +121,8 @@ def trl_snippet(fmt: str, splits: list[str]) -> str:
         q, a = _TO_PC[fmt]
         lines += ["# TRL's conversational prompt/completion: the loss falls on the answer only",
                   f'ds = ds.map(lambda r: {{"prompt": [{{"role": "user", "content": {q}}}],',
-                  f'                       "completion": [{{"role": "assistant", "content": {a}}}]}})']
+                  f'                       "completion": [{{"role": "assistant", "content": {a}}}]}},',
+                  '            remove_columns=ds["train"].column_names)']
     args = 'SFTConfig(output_dir="sft-out")'
     if fmt == "messages":
         lines.append("# messages: the loss covers the whole conversation unless the chat template marks the "
