@@ -156,7 +156,7 @@ def llm_usage(run_dir: str | Path, cfg: Config | None = None) -> dict[str, Any]:
     out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     cost = None
     if cfg is not None:
-        from ..extract.llm import spend_cost
+        from ..extract.openai.spend import spend_cost
 
         cost = spend_cost(out["prompt_tokens"], out["completion_tokens"], cfg.extract.llm)
     out["cost"] = cost
