@@ -56,8 +56,10 @@ class FolderLock:
                     log.warning("cannot lock %s (%s); going on without the one-writer guard", path,
                                 e.strerror or e)
                     _warned_no_flock = True
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        mine = f"{os.getpid()}\n".encode()
+        if os.pread(fd, 64, 0) != mine:  # unchanged where this process held it before (a finished run is left alone)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, mine, 0)
         self._fd = fd
         return self
 
