@@ -4,7 +4,8 @@ import sys
 import pytest
 import yaml
 
-from equal.cli import _load_config, build_parser, main
+from equal.cli import build_parser, main
+from equal.cli.flags import load_config as _load_config
 from equal.config import Config, ConfigError, iter_fields, result_fields_changed
 
 

@@ -288,7 +288,7 @@ def test_mix_similarity_ranks_between_mean_and_knn():
     assert np.allclose(mix, (q(mean) + q(knn)) / 2)
     assert mix.dtype == np.float32 and mix.min() >= 0 and mix.max() <= 1
     assert np.argmin(mix) == 3  # last by both: last by their mix
-    with pytest.raises(ValueError, match="mean, knn or mix"):
+    with pytest.raises(ValueError, match="mean, knn, mix or classifier"):
         similarity_scores(docs, ref, "median")
 
 

@@ -16,6 +16,7 @@ from conftest import REF_CODE, REF_MATH, write_jsonl
 from equal.cli import main
 
 STEPS = 6
+MAX_LENGTH = 160  # the tiny adapter's sequences (long math prompts are cut: their answers carry no loss)
 
 
 def _lines(path):
@@ -51,7 +52,7 @@ def tiny_adapter(tune_run, tiny_model, tmp_path_factory):
     """`equal train` on the run, the tiny model, one repeated batch of 4 pairs, a high learning rate."""
     out = tmp_path_factory.mktemp("tiny-adapter") / "adapter"
     rc = main(["train", str(tune_run), "--model", str(tiny_model), "--out", str(out), "--max-steps", str(STEPS),
-               "--batch-size", "4", "--lr", "0.02", "--max-length", "96", "--set", "max_train_examples=4",
+               "--batch-size", "4", "--lr", "0.02", "--max-length", str(MAX_LENGTH), "--set", "max_train_examples=4",
                "--set", "val_max=4", "--set", "eval_steps=3"])
     assert rc == 0
     return out
@@ -117,13 +118,16 @@ def _answer_loss(model, tok, convs):
         prompt = tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True)
         full = tok.apply_chat_template(conv, tokenize=False)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        ids = tok(full, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :96]
+        ids = tok(full, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :MAX_LENGTH]
         labels = ids.clone()
         labels[:, : len(p_ids)] = -100
+        n = int((labels[:, 1:] != -100).sum())
+        if n == 0:  # the prompt fills the whole cut: no answer token to score (nor trained on)
+            continue
         with torch.no_grad():
             out = model(input_ids=ids, labels=labels)
-        n = int((labels[:, 1:] != -100).sum())
         total, count = total + float(out.loss) * n, count + n
+    assert count > 0
     return total / count
 
 

@@ -153,9 +153,11 @@ class BanditConfig:
         "reference items (closer to what the OT reward measures); mix = the mean of a document's two ranks, by mean "
         "and by knn, as a quantile in [0, 1] (an order between the two).")
     similarity_k: int = _f(100, "Nearest reference items averaged by similarity: knn (and mix).")
-    prior_similarity: Literal["mean", "knn", "mix"] | None = _f(
+    prior_similarity: Literal["mean", "knn", "mix", "classifier"] | None = _f(
         "mean", "The similarity a prior reads: the covariate of a tracking prior, the score of a similarity prior "
-        "(measured where similarity_space says); None: bandit.similarity. mean (the default): the line the tracking "
+        "(measured where similarity_space says); None: bandit.similarity. classifier: the decision value of the "
+        "classifier ranking's linear classifier (reference items against a fixed sample of documents). "
+        "mean (the default): the line the tracking "
         "prior fits (reward ~ similarity) is read on mean cosine, which tells on-target documents apart best, while "
         "knn still orders documents inside clusters, which the OT reward favours.")
     similarity_space: Literal["base", "aligned"] = _f(
@@ -330,7 +332,7 @@ class Config:
     seed: int = _f(0, "Seed for sampling, k-means and the bandit.")
     policy: str = _f("equal", "Selection strategy: equal (UCB over clusters), equal-no-align, greedy, epsilon-greedy, "
                      "thompson, uniform-clusters (bandits over clusters), or a document ranking with no warm-up: "
-                     "random, avg-sim, tsds, dsir, full.")
+                     "random, avg-sim, classifier, tsds, dsir, full.")
     report: bool = _f(True, "Write report.md with PNG plots (budget, rewards per cluster, OT over rounds) at the end.")
     corpus_options: CorpusConfig = field(default_factory=CorpusConfig, metadata={"help": "Corpus reading."})
     embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "Embedder."})

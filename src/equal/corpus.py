@@ -62,6 +62,8 @@ first and last 64 KiB) and the reading options are unchanged.
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import hashlib
 import json
 import logging
@@ -87,7 +89,7 @@ _INDEX_VERSION = 2
 _SAMPLE_BYTES = 64 * 1024  # hashed from each end of a file for its fingerprint
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """The corpus cannot be read at all (a user error, reported in one line)."""
 
 

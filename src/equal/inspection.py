@@ -12,6 +12,8 @@ terminal escape sequences (ANSI colours, window-title and hyperlink OSC sequence
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ def printable(text: str) -> str:
     return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
-class InspectError(ValueError):
+class InspectError(UserError, ValueError):
     """A user error (no finished run, unknown cluster): one line, exit code 2."""
 
 

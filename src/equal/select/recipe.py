@@ -12,8 +12,9 @@ Strategies (``policy`` in the config, ``--policy`` on the command line):
   in-cluster order and reward settings of the ``bandit`` section, so they
   differ only in the arm rule;
 * document rankings with no warm-up and no clusters: ``random``,
-  ``avg-sim`` (RDS+: mean cosine to the reference), ``tsds``, ``dsir``,
-  ``full`` (every document).
+  ``avg-sim`` (RDS+: mean cosine to the reference), ``classifier`` (a linear
+  classifier of reference items against a fixed sample of corpus documents,
+  :mod:`equal.select.classifier`), ``tsds``, ``dsir``, ``full`` (every document).
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
     reference items, which rewards being close to *some* of the reference, as optimal transport does.
     ``mix``: the mean of a document's two ranks, by ``mean`` and by ``knn``, as a quantile in [0, 1]
     (1: first by both), so that its order lies between the two and the scales of the two scores do not matter.
+    ``classifier``: the decision value of a linear classifier of the reference items against a fixed sample of
+    the documents (:func:`equal.select.classifier.classifier_scores`).
     """
+    if kind == "classifier":
+        from .classifier import classifier_scores
+
+        return classifier_scores(doc_vecs, ref_vecs, chunk=chunk)
     if kind == "mix":
         return mix_scores(similarity_scores(doc_vecs, ref_vecs, "mean", k, chunk),
                           similarity_scores(doc_vecs, ref_vecs, "knn", k, chunk))
@@ -69,7 +76,7 @@ def similarity_scores(doc_vecs: np.ndarray, ref_vecs: np.ndarray, kind: str = "m
             sims = block @ ref.T
             out[s: s + len(block)] = np.partition(sims, len(ref) - k, axis=1)[:, len(ref) - k:].mean(axis=1)
         else:
-            raise ValueError(f"unknown similarity: {kind} (mean, knn or mix)")
+            raise ValueError(f"unknown similarity: {kind} (mean, knn, mix or classifier)")
     return out
 
 
@@ -83,8 +90,8 @@ def mix_scores(mean: np.ndarray, knn: np.ndarray) -> np.ndarray:
 
 class Similarities:
     """The zero-cost similarity scores of one set of document vectors to one reference, each kind computed
-    once and kept (``mix`` from the kept ``mean`` and ``knn`` scores): ``sims(kind)``. ``known`` seeds kinds
-    already computed."""
+    once and kept (``mix`` from the kept ``mean`` and ``knn`` scores; ``classifier`` does not depend on ``k``):
+    ``sims(kind)``. ``known`` seeds kinds already computed."""
 
     def __init__(self, doc_vecs: np.ndarray, ref_vecs: np.ndarray, k: int, known: dict | None = None):
         self.doc_vecs, self.ref_vecs, self.k = doc_vecs, ref_vecs, k
@@ -110,8 +117,8 @@ def ranking_order(policy: str, n_docs: int, seed: int, sim: np.ndarray | None = 
                   n: int | None = None, cache: dict | None = None) -> np.ndarray:
     """The documents a ranking strategy extracts, in order (the first ``n``; all for ``full``).
 
-    ``cache`` (a dict) keeps the seed-independent scores (TSDS probabilities, DSIR weights) between calls
-    on the same corpus and reference."""
+    ``cache`` (a dict) keeps the seed-independent scores (TSDS probabilities, DSIR weights, the classifier's
+    scores) between calls on the same corpus and reference."""
     cache = {} if cache is None else cache
     n = n_docs if n is None else min(n, n_docs)
     if policy == "full":
@@ -120,6 +127,11 @@ def ranking_order(policy: str, n_docs: int, seed: int, sim: np.ndarray | None = 
         return np.random.default_rng([seed, 0x4A4D]).permutation(n_docs)[:n].astype(np.int64)
     if policy == "avg-sim":
         return np.argsort(-np.asarray(sim), kind="stable")[:n].astype(np.int64)
+    if policy == "classifier":
+        s = cache.get("classifier")
+        if s is None:
+            s = cache["classifier"] = similarity_scores(doc_vecs, ref_vecs, "classifier")
+        return np.argsort(-s, kind="stable")[:n].astype(np.int64)
     if policy == "tsds":
         from .tsds import tsds_order, tsds_probabilities
 

