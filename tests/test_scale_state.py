@@ -7,6 +7,8 @@ import tracemalloc
 
 import numpy as np
 
+from equal.config import BanditConfig
+
 from equal.score import Scorer
 from equal.select import recipe
 from equal.select.envs import PullResult
@@ -57,7 +59,7 @@ def _loop(n_docs: int, budget: int, trace: bool):
     ref = np.random.default_rng(1).normal(size=(50, DIM)).astype(np.float32)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     reward = make_reward("batch", Scorer(ref))
-    policy = recipe.make_policy("equal", K, 0.5, "constant", 0.1, 0.1)
+    policy = recipe.make_policy("equal", K, BanditConfig(alpha=0.5, alpha_schedule="constant", epsilon=0.1, thompson_sigma=0.1))
     pool = SelectedPool(DIM, 200, 0)
     states = []
     if trace:

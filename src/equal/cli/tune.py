@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import Config
+from ..config import ConfigError  # noqa: F401 - caught by cmd_train
 from ..errors import EqualError
 from .flags import add_train_flags, parse_set, train_overrides
 

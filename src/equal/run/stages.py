@@ -339,7 +339,10 @@ class LiveSteps:
                 z = np.load(path)
                 c = Clustering(centroids=z["centroids"], labels=z["labels"], inertia=float(z["inertia"]))
             else:
-                c = compute()
+                from ..select.registry import is_ranking
+
+                remote = run.cfg.executor != "local" and not is_ranking(run.cfg.policy)
+                c = compute(assign_fn=run.executor().assign) if remote else compute()
                 if c is None:  # a document ranking: one arm holding every document
                     c = Clustering(centroids=np.asarray(vectors[:0].sum(0, keepdims=True), np.float32),
                                    labels=np.zeros(len(vectors), dtype=np.int32), inertia=0.0)

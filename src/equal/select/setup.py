@@ -69,7 +69,8 @@ class Steps(Protocol):
         ...
 
     def cluster(self, vectors: np.ndarray, compute: Callable[[], Any]) -> np.ndarray:
-        """The cluster label of every document (``compute()`` makes a :class:`~equal.cluster.Clustering`)."""
+        """The cluster label of every document (``compute(assign_fn=None)`` makes a
+        :class:`~equal.cluster.Clustering`; ``assign_fn`` assigns vectors elsewhere, e.g. on Ray workers)."""
         ...
 
     def ranking(self, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -111,14 +112,14 @@ def build_selection(x: Inputs, steps: Steps) -> Selection:
     prior_sim = prior_similarity(cfg, vectors, arm_sim, x.prior_vecs, W, x.similarity)
     if is_ranking(cfg.policy):
         labels = np.zeros(plan.n_docs, dtype=np.int32)
-        steps.cluster(vectors, lambda: None)  # a ranking has no clusters (one arm); a live run records that
+        steps.cluster(vectors, lambda assign_fn=None: None)  # a ranking has no clusters (one arm); a live run records that
         members = [steps.ranking(lambda: recipe.ranking_order(
             cfg.policy, plan.n_docs, cfg.seed, sim=x.similarity("mean"), doc_vecs=x.base, ref_vecs=x.prior_vecs,
             doc_texts=x.doc_texts, ref_texts=list(x.ref_texts), n=plan.budget_docs, cache=x.rank_cache))]
     else:
         cc = cfg.cluster
-        labels = steps.cluster(vectors, lambda: kmeans(vectors, plan.k, cc.niter, cfg.seed,
-                                                       cc.max_points_per_centroid, cc.nredo))
+        labels = steps.cluster(vectors, lambda assign_fn=None: kmeans(
+            vectors, plan.k, cc.niter, cfg.seed, cc.max_points_per_centroid, cc.nredo, assign_fn=assign_fn))
         members = recipe.arm_members(labels, plan.k, warm.indices, cfg.seed, cfg.bandit.in_cluster, arm_sim)
     del vectors
     policy = make_policy(cfg.policy, plan.k, cfg.bandit)
