@@ -278,4 +278,10 @@ def test_the_cards_trl_call_trains_on_each_export(exports, tmp_path, monkeypatch
         exec(compile(code, f"{fmt}/README.md", "exec"), scope)
         trainer = scope["trainer"]
         assert trainer.state.global_step == 1, fmt
-        assert "completion_mask" in trainer.train_dataset.column_names  # prompt/completion: the prompt is masked
+        # prompt/completion: the prompt is masked (TRL marks it by completion_mask or by -100 labels, by version)
+        row = trainer.train_dataset[0]
+        if "completion_mask" in row:
+            mask = row["completion_mask"]
+        else:
+            mask = [int(x != -100) for x in row["labels"]]
+        assert 0 in mask and 1 in mask and mask.index(1) > 0, fmt
