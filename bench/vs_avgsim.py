@@ -3,7 +3,7 @@
 For each target and seed: the reference is split (the run gets one part, the
 evaluation uses the other, as `equal compare` splits it); `equal`'s selection
 is replayed against an extraction table (a replay picks exactly what a live
-`equal run` picks, see tests/test_replay.py; `--live` runs `equal run` for
+`equal run` picks, see tests/e2e/test_replay.py; `--live` runs `equal run` for
 real instead); n = its number of extracted documents (warm-up included);
 avg-sim = the n documents with the highest mean cosine (the same MiniLM) to
 *every* reference item the run was given, and their pairs from the table

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 # One test per way of saying "I need the data", and tests that do not.
 PROBE = '''
@@ -134,7 +134,7 @@ def test_with_ci_set_missing_data_fails(tmp_path, probe_dir):
 def test_real_modules_without_data(tmp_path):
     """A module with both kinds (the reference loader's tests): the pure ones run, the real-data ones skip;
     with CI set they fail."""
-    target = TESTS / "test_reference.py"
+    target = TESTS / "unit" / "test_reference.py"
     r, outcomes, nowhere = run_pytest(tmp_path, [target], ci=False, cwd=TESTS.parent)
     assert r.returncode == 0, r.stdout[-3000:]
     skipped = {n for n, (s, _) in outcomes.items() if s == "skipped"}

@@ -23,7 +23,7 @@ from servers.fixtures import read_docs
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.needs_data]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _missing() -> str | None:

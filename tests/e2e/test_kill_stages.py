@@ -4,7 +4,7 @@ A kill is armed in the run itself (``EQUAL_TEST_KILL_AT=<stage>_start@<seconds>`
 the stage begins), with a delay drawn at random within that stage's duration in a clean run, so kills
 land inside corpus indexing, reference embedding, the corpus embedding, the warm-up, alignment,
 clustering, the step that writes the warm-up to the dataset, the rounds, finalize and the report, not
-only at the named points before and after commits (``tests/test_resume.py``). Where a kill landed is read
+only at the named points before and after commits (``tests/e2e/test_resume.py``). Where a kill landed is read
 from the run's work log (the last stage the killed process entered); a kill that lands after its stage
 (the stage ran faster than in the clean run) is undone (the run folder is put back) and tried again
 sooner. After every kill, every file of the run folder but the journals reads back whole (written

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _modules() -> dict[str, Path]:
@@ -156,3 +156,12 @@ def test_no_module_over_500_lines():
     }
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
     assert set(long) <= set(allowed), {m: n for m, n in long.items() if m not in allowed}
+
+
+def test_tests_are_laid_out_as_unit_and_e2e():
+    """A test module lives in tests/unit/ (one unit, no run folder, no server) or tests/e2e/ (runs, the
+    CLI, servers, trainers); none is left at the top."""
+    tests = SRC.parent / "tests"
+    assert sorted(p.name for p in tests.glob("test_*.py")) == []
+    assert len(list((tests / "unit").glob("test_*.py"))) >= 10
+    assert len(list((tests / "e2e").glob("test_*.py"))) >= 10

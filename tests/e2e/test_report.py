@@ -68,7 +68,7 @@ def test_equal_report_rebuilds_the_report_and_its_images(run_copy):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert report.is_file()
-    assert (run_dir / "report.html").is_file()  # the self-contained page too (tests/test_report_html.py)
+    assert (run_dir / "report.html").is_file()  # the self-contained page too (tests/e2e/test_report_html.py)
     assert str(report) in r.stdout  # it prints where the report is
     rebuilt = check_images(run_dir)
     assert sorted(rebuilt) == sorted(images)  # the same images, written again

@@ -16,7 +16,7 @@ from conftest import REF_CODE, REF_MATH, require_data
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _smollm2():

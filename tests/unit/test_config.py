@@ -120,7 +120,7 @@ def test_config_reference_doc_is_in_sync():
 
     from equal.docs import config_markdown
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     assert doc.read_text() == config_markdown(), "run: python -m equal.docs > docs/config.md"
 
 

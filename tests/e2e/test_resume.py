@@ -4,7 +4,7 @@
 :func:`equal.run.work_log`), not with wall-clock time: for every killed process, the work it did whose
 results were not committed when the next process started must fit in one unit of the stage it was killed
 in (one embedding chunk, one warm-up batch, one round, ...), and the process that finishes does exactly
-what was left. The helpers here are shared with ``tests/test_kill_*.py``.
+what was left. The helpers here are shared with ``tests/e2e/test_kill_*.py``.
 """
 
 import json
