@@ -47,8 +47,9 @@ done
 [ -n "$URL" ] || { echo "the llama server did not answer within 3 minutes; see $LOG" >&2; exit 1; }
 echo "llama server (SmolLM2-135M-Instruct) at $URL"
 
-# Limits sized for a 135M model on 2 CPU cores (2048-token context; the server answers one request at a time).
+# Limits sized for a 135M model on 2 CPU cores (2048-token context). One request at a time: the server
+# answers one at a time anyway, and can die on two at once (abetlen/llama-cpp-python#1367).
 "$EQUAL" run --corpus "$SLICE" --reference "$SHARED/reference_math.jsonl" --out "$OUT" \
   --extractor openai --llm-base-url "$URL" --llm-model smollm2 --budget 30 \
   --set extract.llm.max_tokens=256 --set extract.llm.max_doc_tokens=600 \
-  --set extract.llm.concurrency=2 --set extract.llm.timeout=300 "$@"
+  --set extract.llm.concurrency=1 --set extract.llm.timeout=300 "$@"

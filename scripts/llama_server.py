@@ -117,6 +117,12 @@ class LlamaServer:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
+    def check_alive(self) -> None:
+        """Raise :class:`LlamaServerError`, with the tail of the server's log, if the server process has died."""
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise LlamaServerError(f"llama server died (exit code {self.proc.returncode}); its log ends:\n{tail}")
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
