@@ -39,7 +39,9 @@ def exported(tmp_path_factory):
     export, quantize = Counted(onnx_mod.export_onnx), Counted(onnx_mod.quantize_onnx)
     mp.setattr(onnx_mod, "export_onnx", export)
     mp.setattr(onnx_mod, "quantize_onnx", quantize)
-    root = tmp_path_factory.mktemp("onnx-cache")
+    # an empty default cache root, so the export is made here even when the session's cache holds one
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("empty-default-cache")))
+    root = tmp_path_factory.mktemp("xdg") / "equal"
     said = []
     e = make_embedder(backend="onnx-int8", cache_root=root, say=said.append, device="cpu")
     assert isinstance(e, OnnxEmbedder) and e.backend == "onnx-int8" and e.dim == 384
@@ -63,6 +65,20 @@ def test_export_is_kept_under_the_source_hash_and_reused(exported):
     assert first.path == str(int8) and again.path == str(fp32)
     fps = {first.fingerprint(), again.fingerprint(), Embedder(max_seq_length=256, device="cpu").fingerprint()}
     assert len(fps) == 3  # int8, onnx fp32 and torch vectors never share a cache entry
+
+
+def test_another_cache_root_copies_the_default_roots_export_instead_of_exporting(exported, tmp_path, monkeypatch):
+    root, export, quantize = exported
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root.parent))  # root is now the default cache root
+    other = tmp_path / "run-cache"
+    said = []
+    e = make_embedder(backend="onnx-int8", cache_root=other, say=said.append, device="cpu")
+    assert len(export.calls) == 1 and len(quantize.calls) == 1 and not said  # copied, not exported
+    assert Path(e.path).parent == other / "models" and Path(e.path).name == Path(
+        make_embedder(backend="onnx-int8", cache_root=root, device="cpu").path).name
+    assert e.fingerprint() == make_embedder(backend="onnx-int8", cache_root=root, device="cpu").fingerprint()
+    assert not (other / "models" / Path(e.path).name.replace("onnx-int8-", "onnx-").replace(
+        f"{onnx_mod.cpu_isa()}-", "")).exists()  # only what was asked for is copied
 
 
 def test_int8_vectors_close_to_fp32_and_spec_round_trip(exported):
@@ -112,7 +128,7 @@ def test_resume_across_backends_is_refused_naming_the_field(tmp_path):
     out = tmp_path / "run"
     r = equal_cli(*run_args(corpus, out, "--set", "score.prior_sample=50"))
     assert r.returncode == 0, r.stderr[-2000:]
-    r = equal_cli(*run_args(corpus, out, "--set", "score.prior_sample=50", "--set", "embed.backend=onnx-int8"))
+    r = equal_cli(*run_args(corpus, out, "--set", "score.prior_sample=50", "--set", "embed.backend=torch"))
     assert r.returncode == 2 and "embed.backend" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 

@@ -28,15 +28,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .base import (BACKENDS, DEFAULT_MODEL, REGISTRY, STATIC, EmbedderError, EmbedderProtocol, default_device,
-                   from_spec, model_digest, normalize, quiet_load, register, resolve_model)
+from .base import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, REGISTRY, STATIC, EmbedderError, EmbedderProtocol,
+                   default_device, from_spec, model_digest, normalize, quiet_load, register, resolve_model)
 from .onnx import OnnxEmbedder, export_onnx, onnx_model_path, quantize_onnx
 from .st import Embedder
 from .static import StaticEmbedder, distill_static, is_model2vec, is_static, static_model_path
 from .store import chunk_boundaries, embed_by_length, embed_to_memmap, is_complete, map_rows
 
 __all__ = [
-    "BACKENDS", "DEFAULT_MODEL", "REGISTRY", "STATIC", "Embedder", "EmbedderError", "EmbedderProtocol",
+    "BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "REGISTRY", "STATIC", "Embedder", "EmbedderError", "EmbedderProtocol",
     "OnnxEmbedder", "StaticEmbedder", "chunk_boundaries", "default_device", "distill_static", "embed_by_length",
     "embed_to_memmap", "export_onnx", "from_config", "from_spec", "is_complete", "is_model2vec", "is_static", "make_embedder",
     "map_rows", "model_digest", "normalize", "onnx_model_path", "quantize_onnx", "quiet_load", "register",
@@ -46,7 +46,7 @@ __all__ = [
 
 def make_embedder(model: str = DEFAULT_MODEL, batch_size: int = 64, max_seq_length: int | None = None,
                   device: str | None = None, cache_root: str | Path | None = None, progress: bool = False,
-                  say: Callable[[str], None] | None = None, backend: str = "torch"):
+                  say: Callable[[str], None] | None = None, backend: str = DEFAULT_BACKEND):
     """The embedder ``embed.model`` and ``embed.backend`` name: ``static`` (distilled on first use into
     ``cache_root``) or the folder of a model2vec model (no forward pass: the backend does not apply), else a
     sentence-transformers model run by torch, or by ONNX Runtime (``onnx``, ``onnx-int8``: exported on first

@@ -24,6 +24,7 @@ from ..errors import UserError
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 STATIC = "static"
 BACKENDS = ("torch", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "onnx-int8"  # on the CPU; on a GPU the torch fp16 path whatever the backend (issue 20)
 _SHIPPED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 _DIGESTS: dict[tuple, str] = {}  # model_digest memo: (folder, file names, sizes, mtimes) -> digest
 REGISTRY: dict[str, type] = {}
@@ -40,6 +41,7 @@ class EmbedderProtocol(Protocol):
     kind: str
     name: str
     path: str
+    source: str  # the model folder it was made from (an ONNX export's torch model): what a full fine-tune starts from
     dim: int
     batch_size: int
     device: str

@@ -202,16 +202,24 @@ def quantize_onnx(fp32: str | Path, out: str | Path, isa: str | None = None) -> 
 def onnx_model_path(src: str | Path, cache_root: str | Path | None = None, int8: bool = False,
                     say: Callable[[str], None] | None = None) -> Path:
     """The ONNX export (``int8``: quantized) of the sentence-transformers folder ``src`` in
-    ``<cache root>/models``, made there first if it is not there yet (a minute or so on two CPU cores).
-    Named by a hash of ``src``'s files, so a changed model is exported anew, never served stale."""
-    if cache_root is None:
-        from ..extract.cache import default_cache_dir
+    ``<cache root>/models``, made there first if it is not there yet (about 15 s on two CPU cores), or copied
+    from the default cache root's ``models`` when a whole one of the same name is there. Named by a hash of
+    ``src``'s files, so a changed model is exported anew, never served stale."""
+    from ..extract.cache import default_cache_dir
 
-        cache_root = default_cache_dir()
+    default = default_cache_dir() / "models"
+    if cache_root is None:
+        cache_root = default.parent
     if not Path(src).is_dir():
         raise EmbedderError(f"the onnx backend exports a local model folder; {src} is not one")
     digest = model_digest(src)
     models = Path(cache_root) / "models"
+    isa = cpu_isa()
+    out = models / (f"onnx-int8-{isa}-{digest}" if int8 else f"onnx-{digest}")
+    if is_onnx_model(out):
+        return out
+    if models != default and is_onnx_model(default / out.name):  # another cache root's whole copy: no new export
+        return _write_whole(out, lambda tmp: shutil.copytree(default / out.name, tmp, dirs_exist_ok=True))
     fp32 = models / f"onnx-{digest}"
     if not is_onnx_model(fp32):
         if say is not None:
@@ -219,13 +227,9 @@ def onnx_model_path(src: str | Path, cache_root: str | Path | None = None, int8:
         export_onnx(src, fp32)
     if not int8:
         return fp32
-    isa = cpu_isa()
-    out = models / f"onnx-int8-{isa}-{digest}"
-    if not is_onnx_model(out):
-        if say is not None:
-            say(f"quantizing the ONNX embedding model to int8 ({isa}) in {out} (once)")
-        quantize_onnx(fp32, out, isa)
-    return out
+    if say is not None:
+        say(f"quantizing the ONNX embedding model to int8 ({isa}) in {out} (once)")
+    return quantize_onnx(fp32, out, isa)
 
 
 @register
@@ -248,6 +252,7 @@ class OnnxEmbedder:
             raise EmbedderError(f"{self.path} is not an ONNX export of this version of equal")
         self.meta = json.loads((Path(self.path) / META).read_text(encoding="utf-8"))
         self.backend = "onnx-int8" if self.meta["quantized"] else "onnx"
+        self.source = str(self.meta["source"])
         try:
             with quiet_load():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.path)

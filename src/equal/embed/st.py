@@ -47,6 +47,7 @@ class Embedder:
                  device: str | None = None) -> None:
         self.name = model
         self.path = resolve_model(model)
+        self.source = self.path
         self.device = device or default_device()
         self.model = load_sentence_transformer(self.path, self.device, model)
         if max_seq_length:

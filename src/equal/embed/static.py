@@ -107,6 +107,7 @@ class StaticEmbedder:
         from model2vec import StaticModel
 
         self.path = str(path)
+        self.source = self.path
         self.name = name or self.path
         try:
             with quiet_load():

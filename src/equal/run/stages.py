@@ -21,7 +21,7 @@ from ..align import AlignExamples, apply_adapter, train_full
 from ..cluster import Clustering
 from ..config import Config
 from ..corpus import Corpus
-from ..embed import Embedder, map_rows
+from ..embed import Embedder, make_embedder, map_rows
 from ..errors import EqualError, UserError, cause_of
 from ..extract.base import EndpointDown, Extractor, SpendCapReached
 from ..io import atomic_save_npy, atomic_save_npz, read_jsonl
@@ -33,7 +33,7 @@ from ..select.rewards import SelectedPool
 from ..select.setup import Warmup, align_adapter, run_selection
 from ..sizing import Plan
 from ..types import Document, Extraction, QAPair, RoundRecord
-from ..vectors import embed_cache_file, embed_corpus, reference_key, reference_vectors
+from ..vectors import cache_root, embed_cache_file, embed_corpus, reference_key, reference_vectors
 from .folder import RunFolder
 from .killpoints import killpoint
 from .worklog import UsageMeter, WorkLog
@@ -309,14 +309,16 @@ class LiveSteps:
                     texts = [d.text for d in docs]
                     local = AlignExamples(doc_rows=np.arange(len(docs)), pair_groups=ex.pair_groups)
                     pair_texts = [QAPair(r["question"], r["answer"]).text() for r in warm.records]
-                    folder.ck.align = train_full(self.embedder.path, texts, pair_texts, local, cfg.align, model_dir,
+                    folder.ck.align = train_full(self.embedder.source, texts, pair_texts, local, cfg.align, model_dir,
                                                  cfg.seed, cfg.embed.max_seq_length, self.embedder.device,
                                                  run.progress)
                 killpoint("align")
                 folder.mark("align")
             if not (model_dir / "config.json").exists():
                 return base
-            aligned = Embedder(str(model_dir), cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device)
+            # the tuned model runs on the configured backend (an int8 run exports and quantizes it too)
+            aligned = make_embedder(str(model_dir), cfg.embed.batch_size, cfg.embed.max_seq_length, cfg.embed.device,
+                                    cache_root(cfg), say=run.say, backend=cfg.embed.backend)
             vectors = embed_stage(run, self.corpus, aligned, "doc_vectors_full.npy", shared_model=False)
             folder.mark("embed_full")
             return vectors
