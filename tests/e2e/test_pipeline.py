@@ -186,7 +186,8 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, slice_path):
 
 
 def test_full_alignment_fine_tunes_and_embeds_with_the_tuned_model(tmp_path, slice_path):
-    from equal.embed import Embedder
+    from equal.embed import make_embedder
+    from equal.vectors import cache_root
 
     small = tmp_path / "small.jsonl"
     with open(slice_path) as src, open(small, "w") as dst:
@@ -199,9 +200,13 @@ def test_full_alignment_fine_tunes_and_embeds_with_the_tuned_model(tmp_path, sli
     align = res.summary["align"]
     assert align["examples"] > 20 and align["train_loss"] > 0
     stored = np.load(out / "state" / "doc_vectors_full.npy")
-    texts = [json.loads(l)["text"] for l in open(small)][:8]
-    tuned = Embedder(str(out / "model"), max_seq_length=128).encode(texts)
-    base = Embedder(max_seq_length=128).encode(texts)
+    # on the run's backend (int8 by default: the tuned model is exported and quantized too), in the run's
+    # first block of batch_size documents (int8 activations are quantized per batch)
+    texts = [json.loads(l)["text"] for l in open(small)][:cfg.embed.batch_size]
+    tuned = make_embedder(str(out / "model"), cfg.embed.batch_size, cfg.embed.max_seq_length, device="cpu",
+                          cache_root=cache_root(cfg), backend=cfg.embed.backend).encode(texts)[:8]
+    base = make_embedder(batch_size=cfg.embed.batch_size, max_seq_length=cfg.embed.max_seq_length, device="cpu",
+                         cache_root=cache_root(cfg), backend=cfg.embed.backend).encode(texts)[:8]
     assert np.allclose(stored[:8], tuned, atol=1e-4)  # the corpus was embedded with the tuned model
     assert not np.allclose(tuned, base, atol=1e-3)  # and tuning changed it
     assert len(bandit_doc_ids(out)) == 30
