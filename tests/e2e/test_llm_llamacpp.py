@@ -65,17 +65,18 @@ def overlap(answer: str, document: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def llama(llama_cpp_installed):
+def llama_server(llama_cpp_installed):
     sys.path.insert(0, str(ROOT / "scripts"))
     from llama_server import LlamaServer
 
-    with LlamaServer(n_ctx=1024, n_threads=2) as server, RecordingProxy(server.url) as proxy:
-        yield proxy, server
+    with LlamaServer(n_ctx=1024, n_threads=2) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def llama_server(llama):
-    return llama[1]
+def llama(llama_server):
+    with RecordingProxy(llama_server.url) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,6 @@ def docs():
 
 
 def test_real_llm_extraction(llama, llama_server, docs, tmp_path):
-    llama = llama[0]
     cfg = ExtractConfig(name="openai", max_pairs_per_doc=2, cache_dir=str(tmp_path / "cache"), llm=LLMConfig(
         base_url=llama.url, model="smollm2", response_format="json_schema", temperature=0.0, max_tokens=128,
         max_doc_tokens=300, concurrency=1, timeout=240, max_attempts=2, circuit_breaker_seconds=600))
