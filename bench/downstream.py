@@ -66,6 +66,17 @@ def sample_pairs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[tuple[
     return [pairs[int(i)] for i in rows]
 
 
+def pair_style(pairs: list[tuple[str, str]]) -> dict[str, float]:
+    """What the trained pairs look like (the judge's "why"): answer length, LaTeX, questions that ask."""
+    if not pairs:
+        return {}
+    a_words = [len(a.split()) for _, a in pairs]
+    return {"answer_words": float(np.median(a_words)),
+            "latex_share": float(np.mean([("$" in a or "\\" in a) for _, a in pairs])),
+            "asks_share": float(np.mean([("?" in q) for q, _ in pairs])),
+            "digit_share": float(np.mean([any(ch.isdigit() for ch in a) for _, a in pairs]))}
+
+
 def hygiene_pairs(pairs: list[tuple[str, str]], hygiene) -> list[tuple[str, str]]:
     from equal.hygiene import apply_hygiene
 
@@ -109,7 +120,7 @@ class Judge:
         sums, counts = self.score(res.model)
         shutil.rmtree(work, ignore_errors=True)  # the adapter is not kept: the cell's result is the NLL
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
-                "trained_pairs": len(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
+                "trained_pairs": len(sample), "style": pair_style(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
                 "train_seconds": round(train_s, 1), "seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -199,6 +210,12 @@ def _kv(s: str) -> tuple[str, Any]:
 
 
 # ---------------------------------------------------------------- report
+def _spearman(x, y) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
 def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> Path:
     cells = {p.name: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
     base = cells.get("base.json")
@@ -250,9 +267,33 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
             sa, ca = pooled(got)
             lo, hi = paired_bootstrap(sa, sb, ca, cb)
             lines.append(f"| {b} | {p} | {best[0]} | [{lo:+.4f}, {hi:+.4f}] | {'yes' if lo > 0 or hi < 0 else 'no'} |")
-    lines.append("")
+    lines += ["", "Do the proxies predict what the model learns? Spearman's rho across the policies of each budget "
+              "(means over seeds; `full` and the calibration rows left out) between each proxy and the NLL. A proxy "
+              "that points the right way gives rho(OT, NLL) > 0 (lower OT, lower NLL) and rho(on target, NLL) < 0.",
+              "", "| budget | policies | rho(OT, NLL) | rho(on target, NLL) |", "|---|---|---|---|"]
+    spearman = []
+    for b in sorted({r["budget"] for r in summary if r["budget"] not in ("-", "1")}):
+        rs = [r for r in summary if r["budget"] == b and r["ot"] is not None and r["policy"] != "full"]
+        if len(rs) >= 3:
+            rho_ot, rho_on = _spearman([r["ot"] for r in rs], [r["mean"] for r in rs]), _spearman(
+                [r["on_target"] for r in rs], [r["mean"] for r in rs])
+            spearman.append({"budget": b, "policies": len(rs), "ot": rho_ot, "on_target": rho_on})
+            lines.append(f"| {b} | {len(rs)} | {rho_ot:+.2f} | {rho_on:+.2f} |")
+    styled = [(p, b, got) for p, b, got in rows if all(g.get("style") for g in got)]
+    if styled:
+        lines += ["", "What the trained pairs look like (means over seeds): median answer words, and the share of "
+                  "answers with LaTeX (`$` or a backslash), of questions with a `?`, of answers with a digit.", "",
+                  "| policy | budget | answer words | LaTeX | asks | digits |", "|---|---|---|---|---|---|"]
+        for p, b, got in styled:
+            m = {k: np.mean([g["style"][k] for g in got]) for k in got[0]["style"]}
+            lines.append(f"| {p} | {b} | {m['answer_words']:.0f} | {m['latex_share']:.2f} | {m['asks_share']:.2f} | "
+                         f"{m['digit_share']:.2f} |")
+    wall = sum(float(c.get("seconds", 0)) + float(c.get("replay_seconds") or 0) for c in cells.values())
+    lines += ["", f"Compute: {len(cells)} cells, {wall / 60:.1f} min of cell time (training, scoring and replay; "
+              "loading the table and the embedder once per invocation comes on top).", ""]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"base": base["nll"] if base else None, "rows": summary},
+    (out / "results.json").write_text(json.dumps({"base": base["nll"] if base else None, "rows": summary,
+                                                  "spearman": spearman, "cell_minutes": round(wall / 60, 1)},
                                                  indent=2) + "\n")
     return out / "results.md"
 
