@@ -104,7 +104,9 @@ class Judge:
         from equal.tune.models import load_causal_lm, resolve
 
         t = time.perf_counter()
-        sums, counts = self.score(load_causal_lm(resolve(self.model)))
+        # the weights the trainees start from (bf16-rounded when training in bf16), scored in fp32 like them
+        dtype = "bfloat16" if self.tcfg.bf16 else "float32"
+        sums, counts = self.score(load_causal_lm(resolve(self.model), dtype).float())
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
                 "seconds": round(time.perf_counter() - t, 1)}
 
@@ -117,7 +119,7 @@ class Judge:
         t = time.perf_counter()
         res = tune_on_pairs(sample, self.model, work, self.tcfg.replace(seed=seed))
         train_s = time.perf_counter() - t
-        sums, counts = self.score(res.model)
+        sums, counts = self.score(res.model.float())  # every cell is scored in fp32, whatever it trained in
         shutil.rmtree(work, ignore_errors=True)  # the adapter is not kept: the cell's result is the NLL
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
                 "trained_pairs": len(sample), "style": pair_style(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
@@ -141,7 +143,7 @@ def run_grid(args, say=print) -> Path:
     cfg = cfg.replace(**dict(_kv(s) for s in args.set))
     tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                        max_length=args.max_length, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                       device=args.device, threads=args.threads)
+                       device=args.device, threads=args.threads, bf16=args.dtype == "bf16")
     ref = load_reference(cfg.reference)
     run_rows, eval_rows = C.split_reference(len(ref.pairs), args.eval_size)
     evals = [(ref.pairs[int(i)].question, ref.pairs[int(i)].answer) for i in eval_rows]
@@ -150,6 +152,8 @@ def run_grid(args, say=print) -> Path:
     setup = {"model": str(Path(str(model)).name), "train": {k: getattr(tcfg, k) for k in (
         "max_steps", "batch_size", "learning_rate", "max_length", "lora_r", "lora_alpha")},
         "eval_items": len(evals), "eval_max_length": args.eval_max_length}
+    if args.dtype != "fp32":  # fp32 cells made before the flag existed keep their setup
+        setup["train"]["dtype"] = args.dtype
 
     def done(name):
         p = cells / name
@@ -168,7 +172,7 @@ def run_grid(args, say=print) -> Path:
 
     if not done("base.json"):
         write("base.json", {"policy": "base", **judge.base()})
-    for seed in range(args.seeds):
+    for seed in range(min(args.seeds, args.oracle_seeds)):
         name = cell_name("oracle", None, seed)
         if not done(name):
             write(name, {"policy": "oracle", "seed": seed, "selected_pairs": len(run_pairs),
@@ -307,6 +311,8 @@ def main(argv=None) -> None:
     ap.add_argument("--policies", default="equal,avg-sim,classifier,greedy,random,full")
     ap.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[0.05, 0.1])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--oracle-seeds", type=int, default=1,
+                    help="seeds of the oracle row (calibration: one shows whether the judge sees learning)")
     ap.add_argument("--model", default=None, help="model spec (a .gguf file, a folder); default: SmolLM2-135M GGUF")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -315,6 +321,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-length", type=int, default=256, help="training token limit per sequence")
     ap.add_argument("--eval-size", type=int, default=200, help="evaluation items (compare's split)")
     ap.add_argument("--eval-max-length", type=int, default=512)
+    ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
+                    help="training dtype; scoring is always fp32. bf16 trains about 2x faster on CPUs with "
+                         "AVX512-BF16 (measured: 6 steps 38 s against 69 s, load included)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--target", default=None, help="label value of on-target documents (evaluation only)")
