@@ -67,6 +67,30 @@ def test_a_correct_completion_passes_and_a_wrong_one_fails():
     assert not wrong.passed and wrong.status == "failed" and "AssertionError" in wrong.output
 
 
+def test_an_environment_under_tmp_runs_in_the_sandbox():
+    """The sandbox's /tmp is private; a virtual environment that lives under the host's /tmp (a clone made in
+    ``mktemp -d``) is bound read-only over it, so its interpreter starts and the program still cannot write
+    there."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="equal-clone-", dir="/tmp")  # mode 0700, as `mktemp -d` makes it
+    venv = os.path.join(top, ".venv")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", venv], check=True)
+        src = str(Path(coderun.__file__).resolve().parents[2])
+        probe = ("import sys\nprint('ran', sys.prefix)\nopen(sys.prefix + '/x', 'w')\n")
+        child = (f"import json\nfrom equal.tune.coderun import run_python\nr = run_python({probe!r}, timeout=20)\n"
+                 "print(json.dumps([r.sandboxed, r.status, r.output]))")
+        out = subprocess.run([f"{venv}/bin/python", "-c", child], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": src}, check=True).stdout
+        sandboxed, status, output = json.loads(out.strip().splitlines()[-1])
+        assert sandboxed and output.startswith(f"ran {venv}"), output  # the interpreter of the /tmp venv started
+        assert status == "failed" and ("Read-only file system" in output or "Permission denied" in output), output
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_eval_scores_code_in_the_sandbox(tmp_path):
     bench = tmp_path / "bench.jsonl"
     bench.write_text(json.dumps({"text": "Write add(a, b).", "test_list": ["assert add(2, 3) == 5"]}) + "\n")

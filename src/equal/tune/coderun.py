@@ -6,7 +6,8 @@ cgroup namespaces:
 * **File system**: an empty root with read-only binds of ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin``
   links or folders), the interpreter's prefix and the active environment's prefix; a new ``/proc`` of its
   own pid namespace (the parent's environment is not there to read), a minimal ``/dev`` and a small
-  private ``/tmp`` (tmpfs, :data:`TMPFS_BYTES`) that is also its home and working folder. No host path is
+  private ``/tmp`` (tmpfs, :data:`TMPFS_BYTES`) that is also its home and working folder (an interpreter or
+  environment that lives under ``/tmp`` is bound read-only over it). No host path is
   writable: the program's output goes to a file the parent opened, bounded by the file-size limit.
 * **Network**: a network namespace of its own (loopback only), so TCP reaches nothing on the host and
   abstract AF_UNIX sockets are those of the sandbox; path AF_UNIX sockets (``docker.sock``, an ssh agent)
@@ -154,9 +155,13 @@ def _fs_args(prefixes: list[tuple[str, str]], program_dir: str | None) -> list[s
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
+    under_tmp = [(src, dest) for src, dest in prefixes if dest == "/tmp" or dest.startswith("/tmp/")]
     for src, dest in prefixes:
-        args += ["--ro-bind", src, dest]
+        if (src, dest) not in under_tmp:
+            args += ["--ro-bind", src, dest]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    for src, dest in under_tmp:  # an environment under /tmp: bound over the private /tmp, after it is made
+        args += ["--ro-bind", src, dest]
     if program_dir:
         args += ["--ro-bind", program_dir, "/code"]
     return args + ["--chdir", "/tmp"]
