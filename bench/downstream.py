@@ -77,6 +77,27 @@ def pair_style(pairs: list[tuple[str, str]]) -> dict[str, float]:
             "digit_share": float(np.mean([any(ch.isdigit() for ch in a) for _, a in pairs]))}
 
 
+_LATEX_SUBS = [(re.compile(p), r) for p, r in (
+    (r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2"), (r"\\(?:boxed|text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1"),
+    (r"\\(?:cdot|times)", "*"), (r"\\div", "/"), (r"\\le(?:q)?\b", "<="), (r"\\ge(?:q)?\b", ">="),
+    (r"\\(?:Rightarrow|implies|rightarrow|to)\b", "=>"), (r"\\\$", "\x00"), (r"\\([%&#_])", r"\1"),
+    (r"\\(?:left|right|displaystyle|quad|qquad|,|!|;)", " "), (r"\\[\[\]()]", ""), (r"\$+", ""), ("\x00", "$"),
+    (r"\\([A-Za-z]+)", r"\1"), (r"[{}]", ""), (r"[ \t]+", " "))]
+
+
+def plain_text(text: str) -> str:
+    """LaTeX written out as plain text (``$\\frac{a}{b}$`` -> ``a/b``, ``\\boxed{4}`` -> ``4``, ``$`` dropped):
+    the ``+plain`` policy suffix trains on a selection's own pairs in plain text, which tells apart what the
+    pairs are about from how they are written."""
+    for pat, rep in _LATEX_SUBS:
+        for _ in range(3):  # nested braces: \frac{\frac{a}{b}}{c}
+            new = pat.sub(rep, text)
+            if new == text:
+                break
+            text = new
+    return text.strip()
+
+
 def hygiene_pairs(pairs: list[tuple[str, str]], hygiene) -> list[tuple[str, str]]:
     from equal.hygiene import apply_hygiene
 
@@ -178,7 +199,8 @@ def run_grid(args, say=print) -> Path:
             write(name, {"policy": "oracle", "seed": seed, "selected_pairs": len(run_pairs),
                          **judge.train_and_score(run_pairs, seed, out / "work")})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    todo = [(p, b, s) for p in policies for b in (args.budgets if C.parse_spec(p)[0] != "full" else [1.0])
+    todo = [(p, b, s) for p in policies for b in (args.budgets if C.parse_spec(p.removesuffix("+plain"))[0] != "full"
+                                                  else [1.0])
             for s in range(args.seeds) if not done(cell_name(p, b, s))]
     if todo:
         from equal.cluster import kmeans
@@ -187,7 +209,8 @@ def run_grid(args, say=print) -> Path:
         labels = C._labels(ctx.corpus, cfg, args.label_field) if args.target else None
         eval_labels = kmeans(ctx.base, int(max(2, round(math.sqrt(ctx.n)))), 20, 0).labels
         for policy, budget, seed in todo:
-            name, overrides = C.parse_spec(policy)
+            spec, plain = (policy[: -len("+plain")], True) if policy.endswith("+plain") else (policy, False)
+            name, overrides = C.parse_spec(spec)
             c = cfg.replace(**{**overrides, "policy": name, "budget": budget, "seed": seed})
             t = time.perf_counter()
             rep = C.replay(c, ctx)
@@ -195,6 +218,8 @@ def run_grid(args, say=print) -> Path:
             trows = ctx.rows_to_table[rep.rows]
             pairs = [(p.question, p.answer) for r in trows for p in ctx.table.pairs_of(int(r))]
             kept = hygiene_pairs(pairs, cfg.hygiene) if args.hygiene else pairs
+            if plain:
+                kept = [(plain_text(q), plain_text(a)) for q, a in kept]
             rec = {"policy": policy, "budget": budget, "seed": seed, "selected_pairs": len(pairs),
                    "hygiene_kept": len(kept), "ot": proxy["ot"], "on_target": proxy.get("on_target"),
                    "replay_seconds": round(time.perf_counter() - t, 1)}
