@@ -254,7 +254,7 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
                      f"{base['setup']['eval_items']} evaluation answers (NLL per answer token, nats).")
         lines += ["", f"base (no training): **{base['nll']:.4f}**", ""]
     oracle = [cells[n] for s in range(seeds) if (n := cell_name("oracle", None, s)) in cells]
-    rows = [("oracle", "-", oracle)]
+    rows = [("oracle", "-", oracle)] if oracle else []
     for b in budgets:
         for p in policies:
             bb = 1.0 if p == "full" else b
