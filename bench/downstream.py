@@ -277,14 +277,17 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
                         "ot": float(np.mean(ot)) if ot else None, "on_target": float(np.mean(on)) if on else None})
     lines += ["", "Paired bootstrap over evaluation items (per-item NLL averaged over seeds, 2,000 resamples): the "
               "95% interval of NLL(policy) - NLL(best of its budget); an interval that holds 0 means the judge "
-              "cannot tell the two apart.", "", "| budget | policy | best | interval | told apart |",
-              "|---|---|---|---|---|"]
+              "cannot tell the two apart on these items. It does not see the training seed's noise: *beyond seed "
+              "noise* says whether the difference of the means is more than twice its standard error over seeds "
+              "(sd / sqrt(seeds) of each row; `full` is compared at every budget, at the same compute).", "",
+              "| budget | policy | best | difference | interval | told apart | beyond seed noise |",
+              "|---|---|---|---|---|---|---|"]
 
     def pooled(got):
         return np.mean([g["sums"] for g in got], axis=0), np.asarray(got[0]["counts"])
 
     for b in sorted({b for _, b, _ in rows if b != "-"}):
-        group = [(p, got) for p, bb, got in rows if bb == b or p == "oracle"]
+        group = [(p, got) for p, bb, got in rows if bb == b or p in ("oracle", "full")]
         best = min((x for x in group if x[0] != "oracle"), key=lambda x: np.mean([g["nll"] for g in x[1]]),
                    default=None)
         if best is None:
@@ -295,7 +298,13 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
                 continue
             sa, ca = pooled(got)
             lo, hi = paired_bootstrap(sa, sb, ca, cb)
-            lines.append(f"| {b} | {p} | {best[0]} | [{lo:+.4f}, {hi:+.4f}] | {'yes' if lo > 0 or hi < 0 else 'no'} |")
+            na, nb = np.array([g["nll"] for g in got]), np.array([g["nll"] for g in best[1]])
+            diff = na.mean() - nb.mean()
+            se = math.sqrt(sum(x.var(ddof=1) / len(x) for x in (na, nb) if len(x) > 1)) \
+                if len(na) > 1 and len(nb) > 1 else float("nan")
+            beyond = "n/a (one seed)" if not math.isfinite(se) else ("yes" if abs(diff) > 2 * se else "no")
+            lines.append(f"| {b} | {p} | {best[0]} | {diff:+.4f} | [{lo:+.4f}, {hi:+.4f}] | "
+                         f"{'yes' if lo > 0 or hi < 0 else 'no'} | {beyond} |")
     lines += ["", "Do the proxies predict what the model learns? Spearman's rho across the policies of each budget "
               "(means over seeds; `full` and the calibration rows left out) between each proxy and the NLL. A proxy "
               "that points the right way gives rho(OT, NLL) > 0 (lower OT, lower NLL) and rho(on target, NLL) < 0.",
