@@ -108,10 +108,12 @@ def hygiene_pairs(pairs: list[tuple[str, str]], hygiene) -> list[tuple[str, str]
 class Judge:
     """The model, tokenizer, evaluation items and training settings shared by every cell."""
 
-    def __init__(self, model: str, evals: list[tuple[str, str]], tcfg, eval_max_length: int):
+    def __init__(self, model: str, evals: list[tuple[str, str]], tcfg, eval_max_length: int,
+                 max_question_tokens: int | None = None):
         from equal.tune.models import load_tokenizer, resolve
 
         self.model, self.evals, self.tcfg, self.eval_max_length = model, evals, tcfg, eval_max_length
+        self.max_question_tokens = max_question_tokens
         self.tok = load_tokenizer(resolve(model))
         self.n_train = int(tcfg.max_steps) * int(tcfg.batch_size) * int(tcfg.grad_accum)
 
@@ -131,19 +133,30 @@ class Judge:
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
                 "seconds": round(time.perf_counter() - t, 1)}
 
+    def cut_question(self, question: str) -> str:
+        """The question cut to ``max_question_tokens`` tokens, so that every trained pair keeps answer tokens
+        within the training length (the trainer drops a pair whose prompt fills it: measured at 128 tokens,
+        105 of the first 200 MBPP items and 59 of 100 of a code selection's pairs would teach nothing)."""
+        n = self.max_question_tokens
+        if not n:
+            return question
+        ids = self.tok(question, add_special_tokens=False)["input_ids"]
+        return question if len(ids) <= n else self.tok.decode(ids[:n])
+
     def train_and_score(self, pairs: list[tuple[str, str]], seed: int, work: Path) -> dict[str, Any]:
         import shutil
 
-        from equal.tune.judge import mean_nll, tune_on_pairs
+        from equal.tune.judge import answer_ids, mean_nll, tune_on_pairs
 
-        sample = sample_pairs(pairs, self.n_train, seed)
+        sample = [(self.cut_question(q), a) for q, a in sample_pairs(pairs, self.n_train, seed)]
+        teach = sum(answer_ids(self.tok, q, a, int(self.tcfg.max_length)) is not None for q, a in sample)
         t = time.perf_counter()
         res = tune_on_pairs(sample, self.model, work, self.tcfg.replace(seed=seed))
         train_s = time.perf_counter() - t
         sums, counts = self.score(res.model.float())  # every cell is scored in fp32, whatever it trained in
         shutil.rmtree(work, ignore_errors=True)  # the adapter is not kept: the cell's result is the NLL
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
-                "trained_pairs": len(sample), "style": pair_style(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
+                "trained_pairs": len(sample), "pairs_with_answer_tokens": teach, "style": pair_style(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
                 "train_seconds": round(train_s, 1), "seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -169,12 +182,15 @@ def run_grid(args, say=print) -> Path:
     run_rows, eval_rows = C.split_reference(len(ref.pairs), args.eval_size)
     evals = [(ref.pairs[int(i)].question, ref.pairs[int(i)].answer) for i in eval_rows]
     run_pairs = [(ref.pairs[int(i)].question, ref.pairs[int(i)].answer) for i in run_rows]
-    judge = Judge(str(model), evals, tcfg, args.eval_max_length)
+    max_q = args.max_question_tokens if args.max_question_tokens is not None else args.max_length // 2
+    judge = Judge(str(model), evals, tcfg, args.eval_max_length, max_q or None)
     setup = {"model": str(Path(str(model)).name), "train": {k: getattr(tcfg, k) for k in (
         "max_steps", "batch_size", "learning_rate", "max_length", "lora_r", "lora_alpha")},
         "eval_items": len(evals), "eval_max_length": args.eval_max_length}
     if args.dtype != "fp32":  # fp32 cells made before the flag existed keep their setup
         setup["train"]["dtype"] = args.dtype
+    if max_q:  # likewise for cells made before questions were cut
+        setup["train"]["max_question_tokens"] = max_q
 
     def done(name):
         p = cells / name
@@ -353,6 +369,10 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256, help="training token limit per sequence")
+    ap.add_argument("--max-question-tokens", type=int, default=None,
+                    help="cut each trained question to this many tokens, so its answer fits in --max-length "
+                         "(default: half of --max-length; 0: no cut, and a pair whose prompt fills it teaches "
+                         "nothing)")
     ap.add_argument("--eval-size", type=int, default=200, help="evaluation items (compare's split)")
     ap.add_argument("--eval-max-length", type=int, default=512)
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
