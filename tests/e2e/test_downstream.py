@@ -36,6 +36,24 @@ def test_answer_tokens_are_the_assistant_turn_only():
     assert answer_ids(tok, "What is 2+2?", "It is 4.", n_prompt) is None  # no answer token fits
 
 
+def test_the_grid_cuts_long_questions_so_every_trained_pair_keeps_answer_tokens():
+    require_data(REF_CODE)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from downstream import Judge
+
+    from equal.tune.judge import answer_ids
+    from equal.tune.train import TrainConfig
+
+    judge = Judge(require_smollm2(), [], TrainConfig(max_steps=1, batch_size=4, grad_accum=1, max_length=128), 384, max_question_tokens=64)
+    pairs = _pairs(REF_CODE, range(40))  # MBPP: the task, then its three asserts
+    uncut = sum(answer_ids(judge.tok, q, a, 128) is None for q, a in pairs)
+    cut = [(judge.cut_question(q), a) for q, a in pairs]
+    assert uncut >= 10  # without the cut, these pairs would teach nothing at 128 tokens
+    assert all(answer_ids(judge.tok, q, a, 128) is not None for q, a in cut)
+    assert all(len(judge.tok(q, add_special_tokens=False)["input_ids"]) <= 64 + 1 for q, _ in cut)
+    assert cut[0][0] and pairs[0][0].startswith(cut[0][0][:20])
+
+
 def test_the_judge_prefers_reference_like_pairs_to_off_target_text(tmp_path, monkeypatch):
     require_data(REF_MATH, REF_CODE)
     from equal.tune.judge import answer_nll, mean_nll, tune_on_pairs
