@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 from pathlib import Path
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
         n[(h, str(r.get(args.balance_field)))] += 1
     for f in files.values():
         f.close()
-    summary = {"corpus": str(args.corpus), "sources": half,
+    summary = {"corpus": os.path.relpath(args.corpus), "sources": half,
                "documents": {h: {k: v for (hh, k), v in sorted(n.items()) if hh == h} for h in "AB"}}
     (out / "split.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     for h in "AB":
