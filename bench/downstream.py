@@ -327,7 +327,8 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
               "", "| budget | policies | rho(OT, NLL) | rho(on target, NLL) |", "|---|---|---|---|"]
     spearman = []
     for b in sorted({r["budget"] for r in summary if r["budget"] not in ("-", "1")}):
-        rs = [r for r in summary if r["budget"] == b and r["ot"] is not None and r["policy"] != "full"]
+        rs = [r for r in summary if r["budget"] == b and r["ot"] is not None and r["policy"] != "full"
+              and not r["policy"].endswith("+plain")]  # the same selection as its policy, trained otherwise
         if len(rs) >= 3:
             rho_ot, rho_on = _spearman([r["ot"] for r in rs], [r["mean"] for r in rs]), _spearman(
                 [r["on_target"] for r in rs], [r["mean"] for r in rs])
@@ -376,8 +377,8 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-size", type=int, default=200, help="evaluation items (compare's split)")
     ap.add_argument("--eval-max-length", type=int, default=512)
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
-                    help="training dtype; scoring is always fp32. bf16 trains about 2x faster on CPUs with "
-                         "AVX512-BF16 (measured: 6 steps 38 s against 69 s, load included)")
+                    help="training dtype; scoring is always fp32. bf16 trains faster on CPUs with AVX512-BF16 "
+                         "(bench/train_dtype.py: 1.41x, load included)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--target", default=None, help="label value of on-target documents (evaluation only)")
