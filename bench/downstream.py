@@ -98,6 +98,14 @@ def plain_text(text: str) -> str:
     return text.strip()
 
 
+PLAIN = "+plain"
+
+
+def split_plain(policy: str) -> tuple[str, bool]:
+    """``(spec, plain)``: a policy spec without its ``+plain`` suffix, and whether it had one."""
+    return (policy[: -len(PLAIN)], True) if policy.endswith(PLAIN) else (policy, False)
+
+
 def hygiene_pairs(pairs: list[tuple[str, str]], hygiene) -> list[tuple[str, str]]:
     from equal.hygiene import apply_hygiene
 
@@ -156,7 +164,8 @@ class Judge:
         sums, counts = self.score(res.model.float())  # every cell is scored in fp32, whatever it trained in
         shutil.rmtree(work, ignore_errors=True)  # the adapter is not kept: the cell's result is the NLL
         return {"nll": mean_nll(sums, counts), "sums": sums.tolist(), "counts": counts.tolist(),
-                "trained_pairs": len(sample), "pairs_with_answer_tokens": teach, "style": pair_style(sample), "steps": res.steps, "train_loss": res.summary.get("train_loss"),
+                "trained_pairs": len(sample), "pairs_with_answer_tokens": teach, "style": pair_style(sample),
+                "steps": res.steps, "train_loss": res.summary.get("train_loss"),
                 "train_seconds": round(train_s, 1), "seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -215,7 +224,7 @@ def run_grid(args, say=print) -> Path:
             write(name, {"policy": "oracle", "seed": seed, "selected_pairs": len(run_pairs),
                          **judge.train_and_score(run_pairs, seed, out / "work")})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    todo = [(p, b, s) for p in policies for b in (args.budgets if C.parse_spec(p.removesuffix("+plain"))[0] != "full"
+    todo = [(p, b, s) for p in policies for b in (args.budgets if C.parse_spec(split_plain(p)[0])[0] != "full"
                                                   else [1.0])
             for s in range(args.seeds) if not done(cell_name(p, b, s))]
     if todo:
@@ -225,7 +234,7 @@ def run_grid(args, say=print) -> Path:
         labels = C._labels(ctx.corpus, cfg, args.label_field) if args.target else None
         eval_labels = kmeans(ctx.base, int(max(2, round(math.sqrt(ctx.n)))), 20, 0).labels
         for policy, budget, seed in todo:
-            spec, plain = (policy[: -len("+plain")], True) if policy.endswith("+plain") else (policy, False)
+            spec, plain = split_plain(policy)
             name, overrides = C.parse_spec(spec)
             c = cfg.replace(**{**overrides, "policy": name, "budget": budget, "seed": seed})
             t = time.perf_counter()
@@ -316,8 +325,8 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
             lo, hi = paired_bootstrap(sa, sb, ca, cb)
             na, nb = np.array([g["nll"] for g in got]), np.array([g["nll"] for g in best[1]])
             diff = na.mean() - nb.mean()
-            se = math.sqrt(sum(x.var(ddof=1) / len(x) for x in (na, nb) if len(x) > 1)) \
-                if len(na) > 1 and len(nb) > 1 else float("nan")
+            se = math.sqrt(na.var(ddof=1) / len(na) + nb.var(ddof=1) / len(nb)) \
+                if min(len(na), len(nb)) > 1 else float("nan")
             beyond = "n/a (one seed)" if not math.isfinite(se) else ("yes" if abs(diff) > 2 * se else "no")
             lines.append(f"| {b} | {p} | {best[0]} | {diff:+.4f} | [{lo:+.4f}, {hi:+.4f}] | "
                          f"{'yes' if lo > 0 or hi < 0 else 'no'} | {beyond} |")
@@ -328,7 +337,7 @@ def report(out: Path, policies: list[str], budgets: list[float], seeds: int) -> 
     spearman = []
     for b in sorted({r["budget"] for r in summary if r["budget"] not in ("-", "1")}):
         rs = [r for r in summary if r["budget"] == b and r["ot"] is not None and r["policy"] != "full"
-              and not r["policy"].endswith("+plain")]  # the same selection as its policy, trained otherwise
+              and not split_plain(r["policy"])[1]]  # the same selection as its policy, trained otherwise
         if len(rs) >= 3:
             rho_ot, rho_on = _spearman([r["ot"] for r in rs], [r["mean"] for r in rs]), _spearman(
                 [r["on_target"] for r in rs], [r["mean"] for r in rs])

@@ -44,7 +44,8 @@ def test_the_grid_cuts_long_questions_so_every_trained_pair_keeps_answer_tokens(
     from equal.tune.judge import answer_ids
     from equal.tune.train import TrainConfig
 
-    judge = Judge(require_smollm2(), [], TrainConfig(max_steps=1, batch_size=4, grad_accum=1, max_length=128), 384, max_question_tokens=64)
+    tcfg = TrainConfig(max_steps=1, batch_size=4, grad_accum=1, max_length=128)
+    judge = Judge(require_smollm2(), [], tcfg, 384, max_question_tokens=64)
     pairs = _pairs(REF_CODE, range(40))  # MBPP: the task, then its three asserts
     uncut = sum(answer_ids(judge.tok, q, a, 128) is None for q, a in pairs)
     cut = [(judge.cut_question(q), a) for q, a in pairs]

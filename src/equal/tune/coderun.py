@@ -156,9 +156,8 @@ def _fs_args(prefixes: list[tuple[str, str]], program_dir: str | None) -> list[s
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     under_tmp = [(src, dest) for src, dest in prefixes if dest == "/tmp" or dest.startswith("/tmp/")]
-    for src, dest in prefixes:
-        if (src, dest) not in under_tmp:
-            args += ["--ro-bind", src, dest]
+    for src, dest in (x for x in prefixes if x not in under_tmp):
+        args += ["--ro-bind", src, dest]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     for src, dest in under_tmp:  # an environment under /tmp: bound over the private /tmp, after it is made
         args += ["--ro-bind", src, dest]
