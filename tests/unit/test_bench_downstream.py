@@ -69,3 +69,31 @@ def test_report_gives_the_rank_agreement_of_each_proxy_with_the_nll(tmp_path):
     assert got["spearman"] == [{"budget": "0.1", "policies": 3, "ot": 1.0, "on_target": 1.0}]
     md = (tmp_path / "results.md").read_text()
     assert "| 0.1 | 3 | +1.00 | +1.00 |" in md and "| a | 0.1 | 10 | 0.50 | 1.00 | 0.00 |" in md
+
+
+def test_paired_by_seed_takes_out_what_a_seed_moves_in_every_policy():
+    # a seed that raises both policies alike: unpaired the gap is lost in it, paired it is exact
+    a = {0: 1.20, 1: 1.30, 2: 1.25}
+    b = {0: 1.22, 1: 1.32, 2: 1.27}
+    m, lo, hi, n = D.paired_seed_interval(a, b)
+    assert n == 3 and m == pytest.approx(-0.02) and hi < 0  # told apart
+    assert D.paired_by_seed([{"seed": s, "nll": v} for s, v in a.items()],
+                            [{"seed": s, "nll": v} for s, v in b.items()]).endswith("yes")
+    # differences of both signs: not told apart; fewer than two common seeds: no interval
+    m, lo, hi, _ = D.paired_seed_interval({0: 1.2, 1: 1.3, 2: 1.25}, {0: 1.25, 1: 1.25, 2: 1.26})
+    assert lo < 0 < hi
+    assert D.paired_seed_interval({0: 1.2, 1: 1.3}, {1: 1.25, 2: 1.0}) is None
+
+
+def test_form_proxy_prefers_answers_written_like_the_reference():
+    import form_proxy as F
+
+    ref = ["She has 3 + 4 = 7 apples left.\n#### 7", "He pays 2 * 5 = 10 dollars.\n#### 10",
+           "They walk 6 / 2 = 3 miles each.\n#### 3"]
+    raw = ref + ["$\\frac{3}{4}$ of $x$ is $\\boxed{7}$", "\\begin{align} x &= 2 \\end{align}", "A recipe: mix flour."]
+    plain = ["Tom has 5 + 2 = 7 pens left.\n#### 7"]
+    latex = ["Tom has $5 + 2 = \\boxed{7}$ pens left."]
+    assert F.symbol_words("$x$") == " s36 x s36 "
+    p, q = F.form_proxies(plain, ref, raw), F.form_proxies(latex, ref, raw)
+    assert p["ngram_ratio"] > q["ngram_ratio"] and p["ngram_xent"] < q["ngram_xent"]
+    assert F.symbol_words(latex[0]).count("s36") == 2 and "s92" in F.symbol_words(latex[0])
