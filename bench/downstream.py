@@ -261,8 +261,7 @@ def run_grid(args, say=print) -> Path:
             t = time.perf_counter()
             rep = C.replay(c, ctx)
             proxy = C.evaluate(rep, ctx, eval_vecs, eval_labels, labels, args.target, seed)
-            trows = ctx.rows_to_table[rep.rows]
-            pairs = [(p.question, p.answer) for r in trows for p in ctx.table.pairs_of(int(r))]
+            pairs = [(p.question, p.answer) for p in ctx.selected_pairs(rep, c)]
             kept = hygiene_pairs(pairs, cfg.hygiene) if args.hygiene else pairs
             if plain:
                 kept = [(plain_text(q), plain_text(a)) for q, a in kept]

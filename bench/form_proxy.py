@@ -79,8 +79,7 @@ def trained_answers(rec: dict, cfg, ctx, judge_n: int, run_pairs, hygiene: bool)
     name, overrides = C.parse_spec(spec)
     c = cfg.replace(**{**overrides, "policy": name, "budget": rec["budget"], "seed": rec["seed"]})
     rep = C.replay(c, ctx)
-    trows = ctx.rows_to_table[rep.rows]
-    pairs = [(p.question, p.answer) for r in trows for p in ctx.table.pairs_of(int(r))]
+    pairs = [(p.question, p.answer) for p in ctx.selected_pairs(rep, c)]
     kept = D.hygiene_pairs(pairs, cfg.hygiene) if hygiene else pairs
     if plain:
         kept = [(D.plain_text(q), D.plain_text(a)) for q, a in kept]

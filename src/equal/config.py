@@ -253,6 +253,11 @@ class ExtractConfig:
         "section", "Heuristic extractor, where no QA rule fires: section (each heading with its section) or "
         "questions (only headings that ask something, else a prose paragraph ending with a question and the "
         "paragraph after it).")
+    drop_rules: list[str] = _f([], "Quality rules (those of hygiene.drop_rules, with hygiene's default word "
+                               "limits) applied to every extracted pair before it is embedded: a pair that breaks one "
+                               "is dropped, so the reward, the warm-up, the alignment and dataset.jsonl never see it "
+                               "(a document left with none counts as empty). Empty: keep every pair (the paper). "
+                               "Replays against a table apply it too.")
     cache_dir: str | None = _f(None, "Extraction cache folder; None: $XDG_CACHE_HOME/equal or ~/.cache/equal.")
     cache: bool = _f(True, "Cache every extraction on disk by content hash.")
     llm: LLMConfig = field(default_factory=LLMConfig, metadata={"help": "LLM endpoint settings (extractor openai)."})
@@ -422,9 +427,11 @@ class Config:
             raise ConfigError("hygiene.near_threshold must be in (0, 1]")
         if self.hygiene.ngram < 1 or self.hygiene.shingle_words < 1 or self.hygiene.num_perm < 16:
             raise ConfigError("hygiene.ngram and hygiene.shingle_words must be >= 1, hygiene.num_perm >= 16")
-        bad = sorted(set(self.hygiene.drop_rules) - set(DROP_RULES))
-        if bad:
-            raise ConfigError(f"hygiene.drop_rules: {', '.join(bad)} not among {', '.join(DROP_RULES)}")
+        for where, rules in (("hygiene.drop_rules", self.hygiene.drop_rules),
+                             ("extract.drop_rules", self.extract.drop_rules)):
+            bad = sorted(set(rules) - set(DROP_RULES))
+            if bad:
+                raise ConfigError(f"{where}: {', '.join(bad)} not among {', '.join(DROP_RULES)}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
         for name in ("num_cpus", "threads", "embed_workers", "extract_workers"):
@@ -461,8 +468,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def result_fields_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted names of fields that matter for results and differ between two config dicts."""
+    """Dotted names of fields that matter for results and differ between two config dicts. A field that ``old``
+    lacks (a run made before the field existed) counts as its default, which keeps what came before."""
+    defaults = {name: default for name, default, _ in iter_fields()}
     a, b = flatten(old), flatten(new)
+    a = {**{k: defaults[k] for k in b if k not in a and k in defaults}, **a}
     return sorted(k for k in set(a) | set(b) if k not in NON_RESULT_FIELDS and a.get(k) != b.get(k))
 
 

@@ -50,6 +50,10 @@ def test_table_holds_every_document_with_vectors(small):
 
 @pytest.mark.parametrize("overrides", [{}, {"policy": "thompson", "bandit.reward": "marginal"},
                                        {"policy": "avg-sim"},
+                                       # quality rules at extraction: the live extractor drops pairs, the
+                                       # replay masks the same ones in the unfiltered table
+                                       {"extract.drop_rules": ["heading_question", "heading_answer",
+                                                               "link_answer", "short"]},
                                        # the shipped warm-up (small_config's is a random half of the budget)
                                        {"align.warmup_fraction": 0.25, "align.warmup_sampling": "targeted"}])
 def test_a_replay_picks_exactly_what_a_live_run_picks(small, overrides, tmp_path):
@@ -68,6 +72,8 @@ def test_a_replay_picks_exactly_what_a_live_run_picks(small, overrides, tmp_path
     live_vecs = np.concatenate([np.fromfile(tmp_path / "live" / "state" / f, dtype=np.float32).reshape(-1, dim)
                                 for f in ("warmup_vectors.f32", "bandit_vectors.f32")])
     assert np.array_equal(live_vecs, rep.vectors)
+    if cfg.extract.drop_rules:  # the rules dropped pairs, so the match above is not that of an unfiltered run
+        assert len(rep.vectors) < int(ctx.table.n_pairs[ctx.rows_to_table[rep.rows]].sum())
 
 
 def test_compare_writes_results_for_every_policy_budget_and_seed(small, tmp_path):

@@ -66,6 +66,7 @@ class ReplayContext:
     _rank_cache: dict = field(default_factory=dict)
     _reward: dict = field(default_factory=dict)
     _texts: list | None = None
+    _kept: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -100,6 +101,29 @@ class ReplayContext:
         if k not in self._sims:  # per k, each kind once (mix from the kept mean and knn scores)
             self._sims[k] = recipe.Similarities(self.base, self.prior_vecs, k, known={"mean": self.sim})
         return self._sims[k](kind)
+
+    def kept(self, rules) -> np.ndarray | None:
+        """Per table pair, whether it passes the quality rules ``rules`` (``extract.drop_rules``); None for none."""
+        from ..extract.rules import kept_mask
+
+        key = tuple(rules or ())
+        if not key:
+            return None
+        if key not in self._kept:
+            self._kept[key] = kept_mask([(q, a) for ps in self.table._pairs for q, a in ps], key)
+        return self._kept[key]
+
+    def selected_pairs(self, rep: "Replay", cfg: Config) -> list:
+        """The pairs of a replay's documents, in extraction order, as the run would have kept them."""
+        keep = self.kept(cfg.extract.drop_rules)
+        out = []
+        for r in self.rows_to_table[rep.rows]:
+            ps = self.table.pairs_of(int(r))
+            if keep is not None:
+                m = keep[self.table.offsets[int(r)]: self.table.offsets[int(r) + 1]]
+                ps = [p for p, k in zip(ps, m) if k]
+            out.extend(ps)
+        return out
 
     def doc_texts(self) -> list[str]:
         if self._texts is None:
@@ -155,7 +179,7 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
                          "use adapter or none")
     plan = Plan.make(cfg, ctx.n)
     scorer = Scorer(ctx.reward_vectors(cfg), None, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
-    env = ReplayEnv(ctx.table, ctx.rows_to_table)
+    env = ReplayEnv(ctx.table, ctx.rows_to_table, keep=ctx.kept(cfg.extract.drop_rules))
     inputs = Inputs(cfg=cfg, plan=plan, base=ctx.base, prior_vecs=ctx.prior_vecs,
                     similarity=lambda kind: ctx.similarity(kind, cfg.bandit.similarity_k), scorer=scorer,
                     dim=ctx.table.dim, doc_texts=ctx.doc_texts, ref_texts=[p.text() for p in ctx.run_pairs],

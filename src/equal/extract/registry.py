@@ -75,4 +75,10 @@ def make_extractor(cfg: Any) -> Extractor:
     factory = _FACTORIES.get(cfg.name)
     if factory is None:
         raise UserError(f"unknown extractor {cfg.name!r}; choose from {', '.join(_FACTORIES)}")
-    return factory(cfg)
+    ex = factory(cfg)
+    rules = list(getattr(cfg, "drop_rules", None) or [])
+    if rules:  # quality rules right after extraction (equal.extract.rules)
+        from .rules import RuleFilteredExtractor
+
+        ex = RuleFilteredExtractor(ex, rules)
+    return ex

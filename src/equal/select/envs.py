@@ -96,11 +96,13 @@ class LiveEnv:
 class ReplayEnv:
     """Pull from an extraction table: the same pairs and vectors a live run would get, with no LLM call."""
 
-    def __init__(self, table, rows_to_table: np.ndarray | None = None, with_pairs: bool = False) -> None:
+    def __init__(self, table, rows_to_table: np.ndarray | None = None, with_pairs: bool = False,
+                 keep: np.ndarray | None = None) -> None:
         self.table = table
         self.dim = table.dim
         self.rows_to_table = rows_to_table  # corpus row -> table row (None: the same)
         self.with_pairs = with_pairs
+        self.keep = keep  # per table pair, whether it passes extract.drop_rules (None: every pair)
         self.calls = 0
 
     def pull(self, rows: np.ndarray) -> PullResult:
@@ -113,6 +115,15 @@ class ReplayEnv:
         n = self.table.n_pairs[t]
         vec = self.table.vectors_of(t)
         pairs = [self.table.pairs_of(int(i)) for i in t] if self.with_pairs else []
+        status = [self.table.status[int(i)] for i in t]
+        if self.keep is not None:  # the pairs a run with extract.drop_rules would have kept
+            off = self.table.offsets
+            masks = [self.keep[off[i]: off[i + 1]] for i in t]
+            vec = vec[np.concatenate(masks)] if len(masks) else vec
+            pairs = [[p for p, k in zip(ps, m) if k] for ps, m in zip(pairs, masks)] if pairs else []
+            kept = np.array([int(m.sum()) for m in masks], dtype=np.int64)
+            status = ["empty" if st == "ok" and k == 0 else st for st, k in zip(status, kept)]
+            n = kept
         return PullResult(rows=rows, doc_ids=[self.table.doc_ids[int(i)] for i in t],
-                          status=[self.table.status[int(i)] for i in t], n_pairs=n.astype(np.int64),
+                          status=status, n_pairs=n.astype(np.int64),
                           vectors=vec, pairs=pairs, tokens=self.table.tokens[t])
