@@ -12,7 +12,8 @@ against plain prose is the difference the `+plain` check found. The proxies, per
   reference in form.
 - ``ngram_xent``: the trained answers' cross-entropy per n-gram under p_ref. Lower: more like the reference.
 
-Spearman's rho (and Pearson's r) of each proxy, and of the cells' OT and on-target share, against the NLL
+Spearman's rho (and Pearson's r) of each proxy, of the cells' OT, on-target share and style, and of the number
+of distinct pairs trained on (a selection with fewer kept pairs than steps x batch repeats them), against the NLL
 across all trained cells (policies x budgets x seeds; the oracle cells are reported apart). A proxy that
 predicts the judge has rho < 0 for ``ngram_ratio`` (higher weight, lower NLL) and rho > 0 for the others.
 
@@ -134,7 +135,7 @@ def main(argv=None) -> None:
               f"ratio {row['ngram_ratio']:+.3f} xent {row['ngram_xent']:.3f}", flush=True)
 
     sel = [r for r in rows if r["policy"] != "oracle"]
-    proxies = ["ngram_ratio", "ngram_xent", "ot", "on_target", "latex_share", "answer_words"]
+    proxies = ["ngram_ratio", "ngram_xent", "ot", "on_target", "latex_share", "answer_words", "trained"]
     stats = {}
     for p in proxies:
         xs = [(r[p], r["nll"]) for r in sel if r[p] is not None and not (isinstance(r[p], float) and math.isnan(r[p]))]
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
              "| proxy | cells | Spearman rho vs NLL | Pearson r vs NLL | rho within seed | a working proxy |",
              "|---|---|---|---|---|---|"]
     want = {"ngram_ratio": "rho < 0", "ngram_xent": "rho > 0", "ot": "rho > 0", "on_target": "rho < 0",
-            "latex_share": "(style)", "answer_words": "(style)"}
+            "latex_share": "(style)", "answer_words": "(style)", "trained": "(distinct pairs trained on)"}
     for p in proxies:
         s = stats[p]
         lines.append(f"| {p} | {s['cells']} | {s['spearman']:+.2f} | {s['pearson']:+.2f} | "
