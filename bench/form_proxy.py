@@ -149,7 +149,7 @@ def main(argv=None) -> None:
                                [r["nll"] - mean_by_seed[r["seed"]][0] for r in ok]) if ok else (float("nan"),) * 2
         stats[p] = {"cells": len(xs), "spearman": rho, "pearson": r, "spearman_within_seed": rho_w}
     lines = [f"# Form against content: which proxy predicts the judge ({Path(args.grid).name})", "",
-             f"{len(sel)} trained selection cells of `{args.grid}` (each: {judge_n} trained pairs), rebuilt and "
+             f"{len(sel)} trained selection cells of `{args.grid}` (each: {judge_n} trained examples), rebuilt and "
              "scored; the oracle rows are listed but left out of the correlations.", "",
              "*Within seed*: each cell's NLL and proxy less the means of its seed's cells (the training seed moves "
              "every policy alike, and is the judge's largest noise).", "",
