@@ -134,6 +134,23 @@ def hygiene_pairs(pairs: list[tuple[str, str]], hygiene) -> list[tuple[str, str]
     return [(recs[i]["question"], recs[i]["answer"]) for i in apply_hygiene(recs, hygiene).keep]
 
 
+def cell_pairs(cfg, ctx, policy: str, budget: float, seed: int, hygiene: bool):
+    """``(config, replay, selected pairs, pairs to train on)`` of one cell: the policy's selection replayed
+    against the table, its pairs as the run kept them, through hygiene (unless ``hygiene`` is False) and the
+    ``+plain`` rewrite. `bench/form_proxy.py` rebuilds a cell's pairs with the same call."""
+    from equal.experiments import compare as C
+
+    spec, plain = split_plain(policy)
+    name, overrides = C.parse_spec(spec)
+    c = cfg.replace(**{**overrides, "policy": name, "budget": budget, "seed": seed})
+    rep = C.replay(c, ctx)
+    pairs = [(p.question, p.answer) for p in ctx.selected_pairs(rep, c)]
+    kept = hygiene_pairs(pairs, cfg.hygiene) if hygiene else pairs
+    if plain:
+        kept = [(plain_text(q), plain_text(a)) for q, a in kept]
+    return c, rep, pairs, kept
+
+
 class Judge:
     """The model, tokenizer, evaluation items and training settings shared by every cell."""
 
@@ -255,16 +272,9 @@ def run_grid(args, say=print) -> Path:
         labels = C._labels(ctx.corpus, cfg, args.label_field) if args.target else None
         eval_labels = kmeans(ctx.base, int(max(2, round(math.sqrt(ctx.n)))), 20, 0).labels
         for policy, budget, seed in todo:
-            spec, plain = split_plain(policy)
-            name, overrides = C.parse_spec(spec)
-            c = cfg.replace(**{**overrides, "policy": name, "budget": budget, "seed": seed})
             t = time.perf_counter()
-            rep = C.replay(c, ctx)
+            _, rep, pairs, kept = cell_pairs(cfg, ctx, policy, budget, seed, args.hygiene)
             proxy = C.evaluate(rep, ctx, eval_vecs, eval_labels, labels, args.target, seed)
-            pairs = [(p.question, p.answer) for p in ctx.selected_pairs(rep, c)]
-            kept = hygiene_pairs(pairs, cfg.hygiene) if args.hygiene else pairs
-            if plain:
-                kept = [(plain_text(q), plain_text(a)) for q, a in kept]
             rec = {"policy": policy, "budget": budget, "seed": seed, "selected_pairs": len(pairs),
                    "hygiene_kept": len(kept), "ot": proxy["ot"], "on_target": proxy.get("on_target"),
                    "replay_seconds": round(time.perf_counter() - t, 1)}

@@ -71,19 +71,10 @@ def _rank_stats(x, y) -> tuple[float, float]:
 
 
 def trained_answers(rec: dict, cfg, ctx, judge_n: int, run_pairs, hygiene: bool) -> list[str]:
-    """The answers a cell trained on, rebuilt as `bench/downstream.py` made them."""
-    from equal.experiments import compare as C
-
+    """The answers a cell trained on, rebuilt by `bench/downstream.py`'s own call."""
     if rec["policy"] == "oracle":
         return [a for _, a in D.sample_pairs(run_pairs, judge_n, int(rec["seed"]))]
-    spec, plain = D.split_plain(rec["policy"])
-    name, overrides = C.parse_spec(spec)
-    c = cfg.replace(**{**overrides, "policy": name, "budget": rec["budget"], "seed": rec["seed"]})
-    rep = C.replay(c, ctx)
-    pairs = [(p.question, p.answer) for p in ctx.selected_pairs(rep, c)]
-    kept = D.hygiene_pairs(pairs, cfg.hygiene) if hygiene else pairs
-    if plain:
-        kept = [(D.plain_text(q), D.plain_text(a)) for q, a in kept]
+    kept = D.cell_pairs(cfg, ctx, rec["policy"], rec["budget"], int(rec["seed"]), hygiene)[3]
     return [a for _, a in D.sample_pairs(kept, judge_n, int(rec["seed"]))]
 
 

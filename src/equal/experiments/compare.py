@@ -115,15 +115,8 @@ class ReplayContext:
 
     def selected_pairs(self, rep: "Replay", cfg: Config) -> list:
         """The pairs of a replay's documents, in extraction order, as the run would have kept them."""
-        keep = self.kept(cfg.extract.drop_rules)
-        out = []
-        for r in self.rows_to_table[rep.rows]:
-            ps = self.table.pairs_of(int(r))
-            if keep is not None:
-                m = keep[self.table.offsets[int(r)]: self.table.offsets[int(r) + 1]]
-                ps = [p for p, k in zip(ps, m) if k]
-            out.extend(ps)
-        return out
+        env = ReplayEnv(self.table, self.rows_to_table, with_pairs=True, keep=self.kept(cfg.extract.drop_rules))
+        return [p for ps in env.pull(rep.rows).pairs for p in ps]
 
     def doc_texts(self) -> list[str]:
         if self._texts is None:
