@@ -72,6 +72,9 @@ def test_a_replay_picks_exactly_what_a_live_run_picks(small, overrides, tmp_path
     live_vecs = np.concatenate([np.fromfile(tmp_path / "live" / "state" / f, dtype=np.float32).reshape(-1, dim)
                                 for f in ("warmup_vectors.f32", "bandit_vectors.f32")])
     assert np.array_equal(live_vecs, rep.vectors)
+    # the questions compare's metrics read (distinct3) are those of the pairs the live run kept
+    live_pairs = sum(e["n_pairs"] for e in read_jsonl(tmp_path / "live" / "extracted.jsonl"))
+    assert len(ctx.table.questions_of(ctx.rows_to_table[rep.rows], rep.kept)) == live_pairs == len(rep.vectors)
     if cfg.extract.drop_rules:  # the rules dropped pairs, so the match above is not that of an unfiltered run
         assert len(rep.vectors) < int(ctx.table.n_pairs[ctx.rows_to_table[rep.rows]].sum())
 

@@ -132,6 +132,7 @@ class Replay:
     warmup: int
     vectors: np.ndarray
     rounds: list[tuple[int, int, list[int]]]  # (round, arm, rows)
+    kept: np.ndarray | None = None  # per table pair, whether extract.drop_rules kept it (None: no rules)
 
 
 class ReplaySteps:
@@ -172,7 +173,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
                          "use adapter or none")
     plan = Plan.make(cfg, ctx.n)
     scorer = Scorer(ctx.reward_vectors(cfg), None, cfg.score.metric, cfg.score.method, cfg.score.sinkhorn_reg)
-    env = ReplayEnv(ctx.table, ctx.rows_to_table, keep=ctx.kept(cfg.extract.drop_rules))
+    kept = ctx.kept(cfg.extract.drop_rules)
+    env = ReplayEnv(ctx.table, ctx.rows_to_table, keep=kept)
     inputs = Inputs(cfg=cfg, plan=plan, base=ctx.base, prior_vecs=ctx.prior_vecs,
                     similarity=lambda kind: ctx.similarity(kind, cfg.bandit.similarity_k), scorer=scorer,
                     dim=ctx.table.dim, doc_texts=ctx.doc_texts, ref_texts=[p.text() for p in ctx.run_pairs],
@@ -188,7 +190,8 @@ def replay(cfg: Config, ctx: ReplayContext) -> Replay:
 
     run_selection(sel, env, cfg, plan, on_round=on_round)
     return Replay(rows=np.concatenate(rows).astype(np.int64), warmup=len(sel.warm.indices),
-                  vectors=np.concatenate(vecs) if vecs else np.zeros((0, ctx.table.dim), np.float32), rounds=rounds)
+                  vectors=np.concatenate(vecs) if vecs else np.zeros((0, ctx.table.dim), np.float32), rounds=rounds,
+                  kept=kept)
 
 
 # ------------------------------------------------------------------ metrics
@@ -215,7 +218,7 @@ def evaluate(rep: Replay, ctx: ReplayContext, eval_vecs: np.ndarray, eval_labels
            "tokens": int(ctx.table.tokens[trow].sum()),
            "ot": ot_distance(vec, eval_vecs, "cosine", "emd") if len(vec) else float("nan"),
            "clusters": int((counts > 0).sum()), "entropy": float(-(p * np.log(p)).sum()),
-           "distinct3": distinct_ngrams(ctx.table.questions_of(trow))}
+           "distinct3": distinct_ngrams(ctx.table.questions_of(trow, rep.kept))}
     if labels is not None and target is not None:
         ids = [ctx.table.doc_ids[int(t)] for t in trow]
         row["on_target"] = float(np.mean([labels.get(i) == target for i in ids])) if ids else float("nan")

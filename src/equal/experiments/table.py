@@ -67,8 +67,11 @@ class ExtractionTable:
     def pairs_of(self, row: int) -> list[QAPair]:
         return [QAPair(q, a, doc_id=self.doc_ids[row]) for q, a in self._pairs[row]]
 
-    def questions_of(self, rows: np.ndarray) -> list[str]:
-        return [q for r in rows for q, _ in self._pairs[int(r)]]
+    def questions_of(self, rows: np.ndarray, keep: np.ndarray | None = None) -> list[str]:
+        """The questions of ``rows``' pairs; with ``keep`` (per table pair), only those it keeps."""
+        if keep is None:
+            return [q for r in rows for q, _ in self._pairs[int(r)]]
+        return [q for r in rows for j, (q, _) in enumerate(self._pairs[int(r)]) if keep[self.offsets[int(r)] + j]]
 
     def rows_for(self, doc_ids: list[str]) -> np.ndarray:
         """Table row of each id (-1 where the table has none)."""
