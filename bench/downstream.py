@@ -238,29 +238,32 @@ def run_grid(args, say=print) -> Path:
         setup["train"]["dtype"] = args.dtype
     if max_q:  # likewise for cells made before questions were cut
         setup["train"]["max_question_tokens"] = max_q
+    # a selection's cell also says which extract.drop_rules it ran with (they change what the bandit is
+    # rewarded on, and every OT); base and oracle select nothing
+    selection_setup = {**setup, "drop_rules": list(cfg.extract.drop_rules)}
 
-    def done(name):
+    def done(name, want=selection_setup):
         p = cells / name
         if p.is_file():
             rec = json.loads(p.read_text())
-            if rec.get("setup") == setup:
+            if rec.get("setup") == want:
                 return True
             sys.exit(f"{p} was made with other settings ({rec.get('setup')}); use another --out")
         return False
 
-    def write(name, rec):
+    def write(name, rec, setup=selection_setup):
         tmp = cells / (name + ".tmp")
         tmp.write_text(json.dumps({"version": CELL_VERSION, "setup": setup, **rec}) + "\n")
         tmp.replace(cells / name)
         say(f"{name}: NLL {rec['nll']:.4f} ({rec.get('seconds', 0):.0f} s)")
 
-    if not done("base.json"):
-        write("base.json", {"policy": "base", **judge.base()})
+    if not done("base.json", setup):
+        write("base.json", {"policy": "base", **judge.base()}, setup)
     for seed in range(min(args.seeds, args.oracle_seeds)):
         name = cell_name("oracle", None, seed)
-        if not done(name):
+        if not done(name, setup):
             write(name, {"policy": "oracle", "seed": seed, "selected_pairs": len(run_pairs),
-                         **judge.train_and_score(run_pairs, seed, out / "work")})
+                         **judge.train_and_score(run_pairs, seed, out / "work")}, setup)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     todo = [(p, b, s) for p in policies for b in (args.budgets if C.parse_spec(split_plain(p)[0])[0] != "full"
                                                   else [1.0])

@@ -10,7 +10,7 @@ DATA=${EQUAL_SHARED_DATA:-../shared/data}
 TABLE=${TABLE:-runs/table-heuristic}
 EQ=${EQUAL:-.venv/bin/equal}
 $EQ extract-all --corpus "$DATA/corpus.jsonl" --out "$TABLE" -q
-PAPER="align.warmup_fraction=0.5;align.warmup_sampling=random;bandit.prior=none;bandit.in_cluster=random;bandit.similarity=mean;bandit.docs_per_pull=10;bandit.alpha=0.02"
+PAPER="align.warmup_fraction=0.5;align.warmup_sampling=random;bandit.prior=none;bandit.in_cluster=random;bandit.similarity=mean;bandit.docs_per_pull=10;bandit.alpha=0.02;extract.drop_rules=[]"
 ABLATION="equal,avg-sim"
 ABLATION+=",equal[$PAPER]"                                                       # the paper's setting
 ABLATION+=",equal[$PAPER;bandit.prior=similarity]"                               # + zero-cost prior
@@ -19,6 +19,7 @@ ABLATION+=",equal[$PAPER;align.warmup_fraction=0.1;align.warmup_sampling=targete
 ABLATION+=",equal[bandit.prior_similarity=knn;align.warmup_similarity=knn;align.warmup_pool_factor=3]"  # the last default
 ABLATION+=",equal[bandit.prior_similarity=knn]"                                  # the prior's line read on knn, not mean
 ABLATION+=",equal[align.warmup_similarity=knn;align.warmup_pool_factor=3]"       # the last default's warm-up pool
+ABLATION+=",equal[extract.drop_rules=[]]"                                        # every pair kept (the default before the rules were switched on)
 ABLATION+=",equal[align.warmup_fraction=0]"                                      # no warm-up, no alignment (the default before)
 ABLATION+=",equal[align.warmup_sampling=random]"                                 # a random warm-up instead of a targeted one
 ABLATION+=",equal[align.mode=none]"                                              # the targeted warm-up without alignment

@@ -15,6 +15,7 @@ import pytest
 from equal.config import ConfigError
 from equal.extract.base import EndpointDown, Extractor, SpendCapReached
 from equal.extract.registry import make_extractor
+from equal.extract.rules import RuleFilteredExtractor
 from equal.extract.openai.extractor import OpenAIExtractor
 from equal.types import Document
 from servers.fixtures import llm_config, openai_server, read_docs  # noqa: F401
@@ -373,6 +374,11 @@ def test_json_schema_falls_back_for_llama_cpp_python(openai_server, llm_config, 
 def test_protocol_fingerprint_cost_and_factory(openai_server, llm_config, docs, tmp_path):
     llm_config.llm.price_prompt_per_mtok = 0.5
     llm_config.llm.price_completion_per_mtok = 2.0
+    ruled = make_extractor(llm_config)  # the default's quality rules wrap the LLM extractor
+    assert isinstance(ruled, RuleFilteredExtractor) and isinstance(ruled.inner, OpenAIExtractor)
+    assert ruled.fingerprint()["drop_rules"] == llm_config.drop_rules and ruled.name == "openai"
+    ruled.close()
+    llm_config.drop_rules = []
     ex = make_extractor(llm_config)
     assert isinstance(ex, OpenAIExtractor) and isinstance(ex, Extractor) and ex.name == "openai"
     ex.extract(docs[:3])

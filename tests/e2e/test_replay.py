@@ -11,6 +11,7 @@ import pytest
 from equal import run
 from equal.experiments.compare import build_context, replay
 from equal.experiments.table import ExtractionTable, TableError, extract_all
+from equal.extract.rules import kept_mask
 from equal.io import read_jsonl
 
 from conftest import REF_CODE, small_config
@@ -38,6 +39,10 @@ def test_table_holds_every_document_with_vectors(small):
     assert len(t.vectors) == int(t.n_pairs.sum()) > 100
     assert np.allclose(np.linalg.norm(np.asarray(t.vectors), axis=1), 1.0, atol=1e-4)
     assert {s for s in t.status} <= {"ok", "empty", "failed"}
+    # the table keeps every pair, also under the default extract.drop_rules: replays mask them
+    assert cfg.extract.drop_rules and "drop_rules" not in t.meta["key"]["extractor"]
+    kept = kept_mask(t.all_pairs(), cfg.extract.drop_rules)
+    assert len(kept) == len(t.vectors) and 0 < kept.sum() < len(kept)
     assert all((n > 0) == (s == "ok") for n, s in zip(t.n_pairs, t.status))
     # a second call finds it complete and changes nothing
     before = (table_dir / "docs.jsonl").read_bytes()
@@ -50,10 +55,10 @@ def test_table_holds_every_document_with_vectors(small):
 
 @pytest.mark.parametrize("overrides", [{}, {"policy": "thompson", "bandit.reward": "marginal"},
                                        {"policy": "avg-sim"},
-                                       # quality rules at extraction: the live extractor drops pairs, the
-                                       # replay masks the same ones in the unfiltered table
-                                       {"extract.drop_rules": ["heading_question", "heading_answer",
-                                                               "link_answer", "short"]},
+                                       # the default has quality rules at extraction (the live extractor
+                                       # drops pairs, the replay masks the same ones in the unfiltered
+                                       # table); the paper keeps every pair
+                                       {"extract.drop_rules": []},
                                        # the shipped warm-up (small_config's is a random half of the budget)
                                        {"align.warmup_fraction": 0.25, "align.warmup_sampling": "targeted"}])
 def test_a_replay_picks_exactly_what_a_live_run_picks(small, overrides, tmp_path):

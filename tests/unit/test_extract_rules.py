@@ -2,7 +2,7 @@
 
 import pytest
 
-from equal.config import Config, ConfigError, ExtractConfig, result_fields_changed
+from equal.config import DROP_RULES, Config, ConfigError, ExtractConfig, result_fields_changed
 from equal.extract.registry import make_extractor
 from equal.extract.rules import RuleFilteredExtractor, filter_extraction, kept_mask
 from equal.types import Document, Extraction, QAPair
@@ -54,8 +54,10 @@ def test_a_failed_document_stays_failed_and_an_untouched_one_is_returned_as_is()
 
 
 def test_the_registry_wraps_only_when_rules_are_set():
-    plain = make_extractor(ExtractConfig())
+    plain = make_extractor(ExtractConfig(drop_rules=[]))
     assert not isinstance(plain, RuleFilteredExtractor) and "drop_rules" not in plain.fingerprint()
+    default = make_extractor(ExtractConfig())  # hygiene's four rules by default
+    assert isinstance(default, RuleFilteredExtractor) and default.fingerprint()["drop_rules"] == list(DROP_RULES)
     ruled = make_extractor(ExtractConfig(drop_rules=["short"]))
     assert isinstance(ruled, RuleFilteredExtractor) and ruled.fingerprint()["drop_rules"] == ["short"]
     assert ruled.fingerprint()["name"] == "heuristic" and ruled.name == "heuristic"
@@ -66,10 +68,12 @@ def test_an_unknown_rule_is_refused(tmp_path):
         Config(corpus="c", reference="r", out=str(tmp_path)).replace(**{"extract.drop_rules": ["headings"]})
 
 
-def test_a_run_made_before_a_field_existed_resumes_under_its_default(tmp_path):
+def test_a_run_made_before_a_field_existed_resumes_under_what_runs_did_then(tmp_path):
     new = Config(corpus="c", reference="r", out=str(tmp_path)).to_dict()
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in new.items()}
-    del old["extract"]["drop_rules"]  # a config.json written before extract.drop_rules
+    del old["extract"]["max_answer_chars"]  # a field whose default never changed counts as its default
     assert result_fields_changed(old, new) == []
-    ruled = Config(corpus="c", reference="r", out=str(tmp_path)).replace(**{"extract.drop_rules": ["short"]})
-    assert result_fields_changed(old, ruled.to_dict()) == ["extract.drop_rules"]
+    del old["extract"]["drop_rules"]  # a config written before extract.drop_rules: that run kept every pair
+    assert result_fields_changed(old, new) == ["extract.drop_rules"]  # today's default has the rules on
+    plain = Config(corpus="c", reference="r", out=str(tmp_path)).replace(**{"extract.drop_rules": []})
+    assert result_fields_changed(old, plain.to_dict()) == []

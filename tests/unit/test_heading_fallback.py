@@ -27,7 +27,7 @@ def _pairs(extractor, docs):
 
 
 def test_default_fallback_is_todays_rule(docs):
-    default = make_extractor(ExtractConfig())
+    default = make_extractor(ExtractConfig(drop_rules=[]))  # the extractor itself, without the quality rules
     assert ExtractConfig().heading_fallback == "section"
     assert default.fingerprint() == {"name": "heuristic", "version": 1, "max_pairs": 8, "min_q": 8, "min_a": 2,
                                      "max_a": 4000}
@@ -37,8 +37,8 @@ def test_default_fallback_is_todays_rule(docs):
 
 
 def test_questions_fallback_emits_pairs_that_ask(docs):
-    section = _pairs(make_extractor(ExtractConfig()), docs)
-    questions_ex = make_extractor(ExtractConfig(heading_fallback="questions"))
+    section = _pairs(make_extractor(ExtractConfig(drop_rules=[])), docs)
+    questions_ex = make_extractor(ExtractConfig(heading_fallback="questions", drop_rules=[]))
     assert questions_ex.fingerprint()["fallback"] == "questions"
     questions = _pairs(questions_ex, docs)
     qa_rules = {"qa_marker", "problem_solution", "guided_practice", "instructions_solution", "faq_heading"}

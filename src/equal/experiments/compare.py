@@ -110,7 +110,7 @@ class ReplayContext:
         if not key:
             return None
         if key not in self._kept:
-            self._kept[key] = kept_mask([(q, a) for ps in self.table._pairs for q, a in ps], key)
+            self._kept[key] = kept_mask(self.table.all_pairs(), key)
         return self._kept[key]
 
     def selected_pairs(self, rep: "Replay", cfg: Config) -> list:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..errors import UserError
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ class ExtractionTable:
 
     def pairs_of(self, row: int) -> list[QAPair]:
         return [QAPair(q, a, doc_id=self.doc_ids[row]) for q, a in self._pairs[row]]
+
+    def all_pairs(self) -> list[tuple[str, str]]:
+        """Every (question, answer) of the table, in the order of ``vectors``."""
+        return [(q, a) for ps in self._pairs for q, a in ps]
 
     def questions_of(self, rows: np.ndarray, keep: np.ndarray | None = None) -> list[str]:
         """The questions of ``rows``' pairs; with ``keep`` (per table pair), only those it keeps."""
@@ -198,6 +202,9 @@ def extract_all(cfg, out: str | Path, progress: bool = True, extractor=None, say
     from ..vectors import cache_root
 
     out = Path(out)
+    # a table keeps every pair: replays apply extract.drop_rules as a mask (ReplayEnv), so one table serves
+    # runs with and without the rules
+    cfg = replace(cfg, extract=replace(cfg.extract, drop_rules=[]))
     corpus = Corpus(cfg.corpus, cfg.corpus_options, index_dir=out / "index", progress=progress)
     ex = extractor or make_extractor(cfg.extract)
     try:
