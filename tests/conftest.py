@@ -227,9 +227,13 @@ def slice_path(tmp_path_factory):
 # runs long enough to be killed; test_pipeline checks the shipped default.
 # A smaller prior sample of the reference (the default embeds 1,000 items) keeps each run short.
 WITH_WARMUP = {"align.warmup_fraction": 0.5, "align.warmup_sampling": "random", "score.prior_sample": 200}
+# extract.drop_rules=[]: every extracted pair is kept, so that hygiene, the exports and the report have the
+# heuristic extractor's bare headings to drop, and the alignment has enough warm-up pairs on 400 documents
+# (with the default's quality rules it keeps 4). The rules themselves: tests/unit/test_extract_rules.py and
+# tests/e2e/test_replay.py.
 CLI_FAST = ["--set", "embed.max_seq_length=128", "--set", "embed.chunk_docs=64",
             "--set", "align.warmup_fraction=0.5", "--set", "align.warmup_sampling=random",
-            "--set", "score.prior_sample=200", "-q"]
+            "--set", "score.prior_sample=200", "--set", "extract.drop_rules=[]", "-q"]
 
 
 def equal_cli(*args, env=None, timeout=600, **popen):

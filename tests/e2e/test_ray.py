@@ -155,11 +155,12 @@ def test_ray_assignment_matches_local_chunk_for_chunk(ray_executor, tmp_path):
 
 def test_ray_extraction_matches_local(ray_executor, corpus240, embedder):
     from equal.executors import LocalExecutor
-    from equal.extract.heuristic import HeuristicExtractor
+    from equal.extract.registry import make_extractor
 
     emb = embedder
     rows = np.random.default_rng(3).choice(len(corpus240), 120, replace=False)
-    ex = HeuristicExtractor()
+    # the workers build their extractor from the config (the default's quality rules included); so does the driver
+    ex = make_extractor(ray_executor.cfg.extract)
     local = list(LocalExecutor().extract(corpus240, rows, 25, ex, emb))
     remote = list(ray_executor.extract(corpus240, rows, 25, ex, emb))
     assert [len(p.result) for p in remote] == [25, 25, 25, 25, 20]
