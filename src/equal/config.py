@@ -274,7 +274,7 @@ DROP_RULES = ("heading_question", "heading_answer", "link_answer", "short")
 
 @dataclass
 class HygieneConfig:
-    """Dataset hygiene applied to what is exported (dataset.jsonl always keeps every extracted pair)."""
+    """Dataset hygiene applied to what is exported (dataset.jsonl keeps every pair that extract.drop_rules keeps)."""
 
     enabled: bool = _f(True, "Apply hygiene (decontamination, quality rules, deduplication) to exports; counted in "
                        "summary.json.")

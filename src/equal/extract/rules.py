@@ -2,7 +2,7 @@
 
 Hygiene (:mod:`equal.hygiene`) drops a pair whose question is a bare heading, whose answer is only headings or
 links, or that is too short, but only from what is exported and trained on; the bandit's reward, the warm-up
-and the alignment see every extracted pair. :class:`RuleFilteredExtractor` applies the same rules right after
+and the alignment would see every extracted pair. :class:`RuleFilteredExtractor` (on by default) applies the same rules right after
 extraction, so that a pull whose pairs would all be dropped earns no reward: the bandit is steered towards
 documents whose pairs can teach something. The rules and word limits are hygiene's
 (:func:`equal.hygiene.quality_reason`); the extractor's fingerprint names the rules, so tables, caches and

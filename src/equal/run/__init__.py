@@ -3,7 +3,7 @@
 The run folder is the API between commands::
 
     config.yaml      the effective config (a resumed run must match it)
-    dataset.jsonl    every extracted pair with provenance (round 0 = warm-up)
+    dataset.jsonl    every extracted pair that extract.drop_rules keeps, with provenance (round 0 = warm-up)
     extracted.jsonl  every extracted document (round 0 = warm-up), pairs or not: the budget's audit
     rounds.jsonl     one line per bandit pull
     summary.json     counts, timings, skips, final OT, the LLM usage, the config, the journals' digests
