@@ -171,6 +171,9 @@ class BanditConfig:
                           "everything selected so far.")
     cost_aware: bool = _f(False, "Divide each pull's reward by its documents' mean length relative to the corpus "
                           "mean (reward per token).")
+    yield_aware: bool = _f(False, "Multiply each pull's reward by the share of its documents that gave at least "
+                           "one pair (after extract.drop_rules): a cluster whose documents mostly yield nothing "
+                           "usable earns less per call.")
     epsilon: float = _f(0.1, "epsilon-greedy: chance that a slot goes to a random available cluster.")
     thompson_sigma: float = _f(0.05, "thompson: reward noise scale of the Gaussian posterior.")
 

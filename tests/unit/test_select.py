@@ -300,3 +300,37 @@ def test_targeted_warmup_pool_factor_sets_the_pool():
         rows = warmup_rows(100, 10, 0, "targeted", sim, factor)
         assert len(rows) == len(set(rows.tolist())) == 10 and rows.max() < pool
     assert set(warmup_rows(100, 10, 0, "targeted", sim, 1.0).tolist()) == set(range(10))
+
+
+def test_yield_aware_reward_scales_by_the_share_of_documents_that_gave_pairs():
+    from equal.select.envs import PullResult
+    from equal.select.setup import yield_cost, yield_share
+
+    def res(n_pairs):
+        n = np.asarray(n_pairs, dtype=np.int64)
+        return PullResult(rows=np.arange(len(n)), doc_ids=[str(i) for i in range(len(n))], status=["ok"] * len(n),
+                          n_pairs=n, vectors=np.zeros((int(n.sum()), 2), np.float32))
+
+    assert yield_share(res([0, 2, 0, 5])) == 0.5 and yield_share(res([1, 1])) == 1.0
+    assert yield_cost()(res([3, 0, 0, 0])) == 4.0  # the reward of this pull is divided by 4
+    assert yield_cost(lambda r: 2.0)(res([1, 0])) == 4.0  # composes with the length cost
+    assert yield_cost()(res([0, 0])) == float("inf")  # no pairs: reward 0 whatever the OT
+
+    # in the loop: the first round pulls the same arms and rows with or without it,
+    # and the yield-aware reward of each pull is the batch reward times its share of documents with pairs
+    table = _Table(60)
+    arms = [np.arange(j, 60, 4) for j in range(4)]
+    scorer = Scorer(table.vec[:5])
+    got = {}
+    for aware in (False, True):
+        pulls = []
+        run_loop(UCB(4, 0.1), ReplayEnv(table), BatchOT(scorer), arms, 24, 2, 3, LoopState(pointers=[0] * 4),
+                 SelectedPool(2, 50), seed=0, cost=yield_cost() if aware else None,
+                 on_round=lambda rr, st: pulls.extend(rr.pulls))
+        got[aware] = pulls
+    first_plain, first_aware = got[False][:2], got[True][:2]  # the first round picks the same untried arms
+    for a, b in zip(first_plain, first_aware):
+        assert a.arm == b.arm and np.array_equal(a.result.rows, b.result.rows)
+        share = float(np.mean(a.result.n_pairs > 0))
+        assert share < 1.0  # a pull of 3 consecutive-in-arm rows always holds a document with no pairs here
+        assert b.reward == pytest.approx(a.reward * share)

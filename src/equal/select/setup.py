@@ -135,6 +135,8 @@ def build_selection(x: Inputs, steps: Steps) -> Selection:
 
     state = steps.start(policy, pool, labels, warm, init, fresh)
     cost = length_cost(x.doc_lengths, plan.n_docs) if cfg.bandit.cost_aware and x.doc_lengths is not None else None
+    if getattr(cfg.bandit, "yield_aware", False):
+        cost = yield_cost(cost)
     return Selection(policy=policy, members=members, reward=make_reward(cfg.bandit.reward, x.scorer), pool=pool,
                      state=state, labels=labels, warm=warm, covariate=tracking_covariate(cfg, prior_sim), cost=cost)
 
@@ -222,6 +224,23 @@ def init_policy(policy: ArmStats, cfg: Any, plan: Any, labels: np.ndarray, warm:
         policy.set_prior(prior, cfg.bandit.prior_pulls)
         info["prior"] = {"min": float(prior.min()), "max": float(prior.max())}
     return info
+
+
+def yield_share(res: PullResult) -> float:
+    """The share of a pull's documents that gave at least one pair (1.0 for an empty pull)."""
+    if len(res) == 0:
+        return 1.0
+    return float(np.mean(np.asarray(res.n_pairs) > 0))
+
+
+def yield_cost(inner: Callable[[PullResult], float] | None = None) -> Callable[[PullResult], float]:
+    """For yield-aware pulls: a cost that divides the reward by ``inner``'s cost and multiplies it by
+    :func:`yield_share`. A pull with no pairs has reward 0 whatever its cost."""
+    def cost(res: PullResult) -> float:
+        share = yield_share(res)
+        base = 1.0 if inner is None else float(inner(res))
+        return base / share if share > 0 else float("inf")
+    return cost
 
 
 def length_cost(doc_lengths: Callable[[np.ndarray], np.ndarray], n_docs: int, sample: int = 2000):
